@@ -1,0 +1,98 @@
+"""Audio input and output: decoding with ffmpeg, WAV writing, simple measures.
+
+All audio inside voicemill is float32 mono in [-1, 1] unless a function says
+otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from voicemill.fsutil import atomic_path
+
+
+class AudioError(RuntimeError):
+    """An audio file could not be read; the message names the file."""
+
+
+def require_ffmpeg() -> str:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise AudioError(
+            "ffmpeg was not found on PATH; install it (Debian/Ubuntu: 'apt-get install ffmpeg', "
+            "macOS: 'brew install ffmpeg')"
+        )
+    return exe
+
+
+def probe(path: Path) -> dict:
+    """Duration, sample rate and channels of a media file (ffprobe), or AudioError."""
+    exe = shutil.which("ffprobe") or "ffprobe"
+    cmd = [exe, "-v", "error", "-select_streams", "a:0", "-show_entries",
+           "stream=sample_rate,channels:format=duration", "-of", "json", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AudioError(f"{path}: not a readable media file ({proc.stderr.strip() or 'ffprobe failed'})")
+    info = json.loads(proc.stdout or "{}")
+    streams = info.get("streams") or []
+    if not streams:
+        raise AudioError(f"{path}: has no audio stream")
+    duration = float(info.get("format", {}).get("duration") or 0.0)
+    return {"duration_s": duration, "sample_rate": int(streams[0].get("sample_rate", 0)),
+            "channels": int(streams[0].get("channels", 0))}
+
+
+def decode(path: Path, sample_rate: int) -> np.ndarray:
+    """Decode any media file ffmpeg reads into float32 mono at ``sample_rate``."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
+    cmd = [require_ffmpeg(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1",
+           "-ar", str(sample_rate), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        raise AudioError(f"{path}: ffmpeg could not decode it: {proc.stderr.decode(errors='replace').strip()}")
+    samples = np.frombuffer(proc.stdout, dtype=np.float32)
+    if samples.size == 0:
+        raise AudioError(f"{path}: decoded to no audio (empty or corrupt file)")
+    return samples.copy()
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """Read a WAV file as float32 mono; returns (samples, rate)."""
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError(f"{path}: not a readable WAV file ({e})") from e
+    return data.mean(axis=1), int(rate)
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+    """Write float samples as 16-bit PCM mono WAV, atomically."""
+    with atomic_path(Path(path)) as tmp:
+        sf.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+
+
+def frame_rms_db(samples: np.ndarray, frame: int) -> np.ndarray:
+    """RMS level in dBFS of consecutive frames of ``frame`` samples."""
+    n = len(samples) // frame
+    if n == 0:
+        return np.zeros(0)
+    frames = samples[: n * frame].reshape(n, frame).astype(np.float64)
+    rms = np.sqrt(np.mean(frames**2, axis=1))
+    return 20 * np.log10(np.maximum(rms, 1e-10))
+
+
+def trim_silence(samples: np.ndarray, sample_rate: int, threshold_db: float = -45.0, frame_ms: int = 5) -> np.ndarray:
+    """Cut leading and trailing frames quieter than ``threshold_db`` dBFS."""
+    frame = max(1, sample_rate * frame_ms // 1000)
+    loud = np.flatnonzero(frame_rms_db(samples, frame) > threshold_db)
+    if loud.size == 0:
+        return samples[:0]
+    return samples[loud[0] * frame : (loud[-1] + 1) * frame]

@@ -1,0 +1,54 @@
+"""Shared command-line plumbing for the stage scripts."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Callable
+
+_LOGGER = logging.getLogger("voicemill")
+
+
+class StageError(RuntimeError):
+    """A fatal stage error whose message already names the item and the fix."""
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser whose help is the stage's docstring."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    p.add_argument("--debug", action="store_true", help="verbose logging")
+    return p
+
+
+def setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
+    if not debug:
+        for noisy in ("numba", "matplotlib", "faster_whisper", "TTS", "trainer", "fsspec", "urllib3", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(stage: str, fn: Callable[[], None], debug: bool) -> int:
+    """Run a stage body; a known error becomes one clear line and exit code 1."""
+    from voicemill.asr import ModelError
+    from voicemill.audio import AudioError
+    from voicemill.download import SourcesError
+    from voicemill.manifest import ManifestError
+    from voicemill.params import ParamsError
+
+    known = (StageError, ParamsError, SourcesError, ManifestError, AudioError, ModelError, FileNotFoundError, ValueError)
+    try:
+        fn()
+    except known as e:
+        if debug:
+            _LOGGER.exception("%s failed", stage)
+        _LOGGER.error("%s failed: %s", stage, e)
+        return 1
+    return 0
+
+

@@ -1,0 +1,62 @@
+"""Parquet manifests passed between stages, with their schemas checked.
+
+Each stage writes one manifest next to its outputs and validates it before
+writing; the stage that reads it checks the columns it needs and names the
+stage that writes it, so a stale or foreign file fails with the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from voicemill.fsutil import atomic_path
+
+#: Required columns per manifest kind, and the stage that writes it.
+SCHEMAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "sources": ("download", ("source_id", "kind", "origin", "title", "audio_path", "duration_s", "sha256")),
+    "clips": ("segment", ("clip_id", "source_id", "path", "start_s", "end_s", "duration_s", "sample_rate",
+                          "loudness_lufs", "peak", "clipped_share")),
+    "transcripts": ("transcribe", ("clip_id", "text", "language", "language_probability", "confidence",
+                                   "avg_logprob", "no_speech_prob", "model")),
+    "dataset": ("build_dataset", ("clip_id", "split", "text", "normalized", "duration_s", "wav")),
+}
+
+
+class ManifestError(RuntimeError):
+    """A manifest is missing or malformed; the message names the file and the fix."""
+
+
+def _check(df: pd.DataFrame, kind: str, path: Path) -> None:
+    stage, required = SCHEMAS[kind]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ManifestError(
+            f"{path}: missing column(s) {', '.join(missing)} of the {kind} manifest; "
+            f"it is written by the {stage} stage: rerun it with 'dvc repro {stage}'"
+        )
+    if df.duplicated(required[0]).any():
+        dup = df.loc[df.duplicated(required[0]), required[0]].iloc[0]
+        raise ManifestError(f"{path}: duplicate {required[0]} {dup!r} in the {kind} manifest")
+
+
+def write(df: pd.DataFrame, path: Path, kind: str) -> None:
+    """Validate ``df`` against the ``kind`` schema and write it atomically."""
+    _check(df, kind, Path(path))
+    with atomic_path(Path(path)) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def read(path: Path, kind: str) -> pd.DataFrame:
+    """Read and validate a manifest; ManifestError names the file and the fix."""
+    path = Path(path)
+    stage = SCHEMAS[kind][0]
+    if not path.exists():
+        raise ManifestError(f"{path}: not found; it is written by the {stage} stage: run 'dvc repro {stage}'")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several kinds for a corrupt file
+        raise ManifestError(f"{path}: not a readable Parquet file ({e}); rerun 'dvc repro {stage}'") from e
+    _check(df, kind, path)
+    return df
