@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from voicemill.fsutil import atomic_dir
+from voicemill.errors import VoicemillError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ BUNDLED = ("tiny.en", "base")
 ASR_RATE = 16000
 
 
-class ModelError(RuntimeError):
+class ModelError(VoicemillError):
     """A model could not be found or loaded; the message lists what is accepted."""
 
 

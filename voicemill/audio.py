@@ -15,9 +15,10 @@ import numpy as np
 import soundfile as sf
 
 from voicemill.fsutil import atomic_path
+from voicemill.errors import VoicemillError
 
 
-class AudioError(RuntimeError):
+class AudioError(VoicemillError):
     """An audio file could not be read; the message names the file."""
 
 

@@ -6,10 +6,12 @@ import argparse
 import logging
 from typing import Callable
 
+from voicemill.errors import VoicemillError
+
 _LOGGER = logging.getLogger("voicemill")
 
 
-class StageError(RuntimeError):
+class StageError(VoicemillError):
     """A fatal stage error whose message already names the item and the fix."""
 
 
@@ -35,13 +37,7 @@ def setup_logging(debug: bool) -> None:
 
 def run(stage: str, fn: Callable[[], None], debug: bool) -> int:
     """Run a stage body; a known error becomes one clear line and exit code 1."""
-    from voicemill.asr import ModelError
-    from voicemill.audio import AudioError
-    from voicemill.download import SourcesError
-    from voicemill.manifest import ManifestError
-    from voicemill.params import ParamsError
-
-    known = (StageError, ParamsError, SourcesError, ManifestError, AudioError, ModelError, FileNotFoundError, ValueError)
+    known = (VoicemillError, FileNotFoundError, ValueError)
     try:
         fn()
     except known as e:

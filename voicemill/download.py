@@ -35,6 +35,7 @@ import yaml
 
 from voicemill.audio import AudioError, probe, require_ffmpeg
 from voicemill.fsutil import atomic_path
+from voicemill.errors import VoicemillError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ MEDIA_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".mp
 ENTRY_KEYS = {"source", "title", "speaker", "language", "license"}
 
 
-class SourcesError(ValueError):
+class SourcesError(VoicemillError, ValueError):
     """The sources file is malformed; the message names the entry and the fix."""
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from voicemill.fsutil import atomic_path
+from voicemill.errors import VoicemillError
 
 #: Required columns per manifest kind, and the stage that writes it.
 SCHEMAS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -24,7 +25,7 @@ SCHEMAS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-class ManifestError(RuntimeError):
+class ManifestError(VoicemillError):
     """A manifest is missing or malformed; the message names the file and the fix."""
 
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from voicemill.errors import VoicemillError
 
 
-class ParamsError(ValueError):
+class ParamsError(VoicemillError, ValueError):
     """A params section is malformed; the message names the key and the file."""
 
 

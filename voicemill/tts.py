@@ -135,7 +135,7 @@ def build_config(dataset_dir: Path, opts: TrainOptions, output_path: Path):
         characters=characters,
         add_blank=True,
         compute_input_seq_cache=False,
-        print_step=1 if tiny else 25,
+        print_step=25,
         plot_step=1 if tiny else 25,
         print_eval=False,
         mixed_precision=False,
@@ -212,9 +212,8 @@ def train(dataset_dir: Path, out_dir: Path, live_dir: Path, opts: TrainOptions) 
     try:
         config = build_config(dataset_dir, opts, work)
         train_samples, eval_samples = load_tts_samples(config, eval_split=True)
-        model = Vits.init_from_config(config)
+        model = Vits(config)
         with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-            live.log_params({"preset": opts.preset, "lr": opts.lr, "epochs": opts.epochs, "batch_size": opts.batch_size})
             trainer = Trainer(
                 TrainerArgs(restore_path=opts.restore_path or None),
                 config,
@@ -255,7 +254,7 @@ def load_voice(voice_dir: Path):
             raise FileNotFoundError(f"{voice_dir / name}: not found; it is written by the train stage")
     config = VitsConfig()
     config.load_json(str(voice_dir / "config.json"))
-    model = Vits.init_from_config(config)
+    model = Vits(config)
     model.load_checkpoint(config, str(voice_dir / "model.pth"), eval=True, strict=False)
     return model, config
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up voicemill on this machine: the system package ffmpeg, a virtual
+# environment in .venv, and the pinned Python packages. Safe to rerun: it
+# skips what is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ffmpeg with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+  elif command -v apt-get >/dev/null && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    echo "setup: installing ffmpeg with sudo apt-get"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+  else
+    echo "setup: ffmpeg (with ffprobe and its shared libraries) is required and could not be installed" >&2
+    echo "       automatically. Install it, then rerun: Debian/Ubuntu 'sudo apt-get install ffmpeg'," >&2
+    echo "       Fedora 'sudo dnf install ffmpeg', macOS 'brew install ffmpeg'." >&2
+    exit 1
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+
+stamp="$VENV/.requirements.sha256"
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing the pinned packages (a few minutes the first time)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
+  echo "$want" > "$stamp"
+fi
+echo "setup: ready ($VENV, $("$VENV/bin/python" --version), ffmpeg $(ffmpeg -version | head -1 | cut -d' ' -f3))"

@@ -1,0 +1,112 @@
+"""Scores for synthesized (or any) speech, against text and reference recordings.
+
+- Intelligibility: an ASR round trip, then WER and CER after normalising both
+  sides with :func:`voicemill.textnorm.for_scoring` (the same normaliser that
+  built the dataset).
+- Quality: DNSMOS P.835 (SIG, BAK, OVRL) and P.808 from the ``speechmos``
+  package's bundled ONNX models.
+- Speaker similarity: cosine between resemblyzer (GE2E) embeddings.
+- Speed: real-time factor (seconds of compute per second of audio).
+
+All functions take float32 mono audio with its sample rate and resample
+themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import soxr
+
+from voicemill.textnorm import for_scoring
+
+_LOGGER = logging.getLogger(__name__)
+
+SCORE_RATE = 16000
+
+
+def to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
+    audio = np.asarray(audio, dtype=np.float32)
+    return soxr.resample(audio, rate, SCORE_RATE) if rate != SCORE_RATE else audio
+
+
+def edit_distance(ref: list, hyp: list) -> int:
+    """Levenshtein distance between two token sequences."""
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def error_counts(reference: str, hypothesis: str, language: str = "en") -> dict:
+    """Word and character edit counts after normalising both sides."""
+    ref, hyp = for_scoring(reference, language), for_scoring(hypothesis, language)
+    ref_words, hyp_words = ref.split(), hyp.split()
+    return {
+        "word_errors": edit_distance(ref_words, hyp_words),
+        "words": len(ref_words),
+        "char_errors": edit_distance(list(ref.replace(" ", "")), list(hyp.replace(" ", ""))),
+        "chars": len(ref.replace(" ", "")),
+    }
+
+
+def wer(reference: str, hypothesis: str, language: str = "en") -> float:
+    c = error_counts(reference, hypothesis, language)
+    return c["word_errors"] / max(1, c["words"])
+
+
+def dnsmos(audio: np.ndarray, rate: int) -> dict:
+    """DNSMOS P.835 and P.808 scores (1 to 5, higher is better)."""
+    from speechmos import dnsmos as _dnsmos
+
+    audio = to_16k(audio, rate)
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak > 1.0:
+        audio = audio / peak
+    r = _dnsmos.run(audio, SCORE_RATE)
+    return {"dnsmos_sig": float(r["sig_mos"]), "dnsmos_bak": float(r["bak_mos"]),
+            "dnsmos_ovrl": float(r["ovrl_mos"]), "dnsmos_p808": float(r["p808_mos"])}
+
+
+class SpeakerEncoder:
+    """resemblyzer's GE2E speaker encoder (weights ship in the package)."""
+
+    def __init__(self):
+        from resemblyzer import VoiceEncoder
+
+        self.encoder = VoiceEncoder(device="cpu", verbose=False)
+
+    def embed(self, audio: np.ndarray, rate: int) -> np.ndarray:
+        from resemblyzer import preprocess_wav
+
+        wav = preprocess_wav(to_16k(audio, rate), source_sr=SCORE_RATE)
+        if wav.size < SCORE_RATE // 4:
+            wav = to_16k(audio, rate)  # too little voiced audio after trimming: use it all
+        return self.encoder.embed_utterance(wav)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def mean_embedding(embeddings: list[np.ndarray]) -> np.ndarray:
+    m = np.mean(np.stack(embeddings), axis=0)
+    return m / (np.linalg.norm(m) + 1e-12)
+
+
+def validity(audio: np.ndarray, rate: int, text: str) -> str:
+    """Empty string when a synthesized clip looks sane, else the reason."""
+    if audio.size == 0:
+        return "empty"
+    if float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) < 1e-3:
+        return "silent"
+    if float(np.mean(np.abs(audio) >= 0.999)) > 0.01:
+        return "clipped"
+    seconds = audio.size / rate
+    if seconds > 1.0 + 0.25 * max(1, len(text)):
+        return "too_long"
+    return ""
