@@ -156,6 +156,7 @@ class DVCLiveLogger:
 
     def __init__(self, live):
         self.live = live
+        self.epoch = 0
 
     def _log(self, prefix: str, step: int, stats: dict) -> None:
         self.live.step = step
@@ -175,6 +176,10 @@ class DVCLiveLogger:
 
     def train_epoch_stats(self, step, stats):
         self._log("train_epoch", step, stats)
+        self.epoch += 1
+        _LOGGER.info("epoch %d done at step %d: mel loss %.2f, generator loss %.2f, discriminator loss %.2f",
+                     self.epoch, step, float(stats.get("avg_loss_mel", float("nan"))),
+                     float(stats.get("avg_loss_gen", float("nan"))), float(stats.get("avg_loss_disc", float("nan"))))
 
     # The trainer also calls these; figures, audio and artifacts are not kept.
     def add_config(self, config): ...
@@ -201,6 +206,10 @@ def train(dataset_dir: Path, out_dir: Path, live_dir: Path, opts: TrainOptions) 
 
     torch.manual_seed(opts.seed)
     torch.set_num_threads(opts.num_threads)
+    if not _LOGGER.isEnabledFor(logging.DEBUG):
+        # coqui's trainer prints every loss at every print step; the epoch lines
+        # from DVCLiveLogger are enough unless --debug.
+        logging.getLogger("trainer").setLevel(logging.WARNING)
     dataset_dir = Path(dataset_dir)
     for name in ("metadata.csv", "metadata_train.csv", "metadata_val.csv"):
         if not (dataset_dir / name).exists():

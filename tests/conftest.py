@@ -1,0 +1,66 @@
+"""Shared fixtures: speech made by the bundled Piper voice, with known text and timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Nothing in the tests may reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def piper_voice():
+    from voicemill.demo import load_voice
+
+    return load_voice()
+
+
+@pytest.fixture(scope="session")
+def short_episode(tmp_path_factory, piper_voice):
+    """A 4-sentence episode (WAV + truth sidecar) with one sentence over 12 s."""
+    from voicemill.demo import EPISODES, Episode, write_episode
+
+    sentences = (EPISODES[0].sentences[1], EPISODES[0].sentences[2], EPISODES[0].sentences[3],
+                 EPISODES[0].sentences[4])
+    out = tmp_path_factory.mktemp("episode")
+    truth = write_episode(piper_voice, Episode("short", "A short episode", sentences), out, seed=7)
+    return out / "short.wav", truth
+
+
+@pytest.fixture()
+def write_params(tmp_path):
+    """Write a params file from a dict of sections; returns its path."""
+
+    def _write(sections: dict) -> Path:
+        import yaml
+
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(sections))
+        return path
+
+    return _write
+
+
+def ffmpeg_tone(path: Path, seconds: float = 2.0, extra: list[str] | None = None) -> Path:
+    """Make a media file with ffmpeg (a 440 Hz tone), any container by suffix."""
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+           *(extra or []), str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def load_truth(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def speech_like(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32)

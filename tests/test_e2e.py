@@ -1,0 +1,77 @@
+"""End to end: `dvc repro` of the demo in a temporary copy of the repository.
+
+Also checks that a second `dvc repro` has nothing to do, and that an
+experiment on train.lr reruns only train, evaluate and export.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory):
+    """The repository's files (tracked and untracked, not ignored) in a fresh git repo."""
+    dst = tmp_path_factory.mktemp("e2e") / "voicemill"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / name)
+    # Start from no results, as a fresh clone whose lock has no cache behind it.
+    for generated in ("dvc.lock", "metrics"):
+        path = dst / generated
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    run(["git", "init", "-q"], dst, env)
+    run(["git", "add", "-A"], dst, env)
+    run(["git", "commit", "-qm", "copy"], dst, env)
+    return dst, env
+
+
+def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
+    repo, env = repo_copy
+    out = run(["dvc", "repro"], repo, env)
+    for stage in ("download", "segment", "transcribe", "build_dataset", "train", "evaluate", "export"):
+        assert f"Running stage '{stage}'" in out
+    assert (repo / "models" / "voice.onnx").exists()
+    assert (repo / "models" / "voice.onnx.json").exists()
+    lines = (repo / "data" / "dataset" / "metadata.csv").read_text().splitlines()
+    assert len(lines) >= 30 and all(len(line.split("|")) == 3 for line in lines)
+    metrics = json.loads((repo / "metrics" / "eval.json").read_text())
+    for group, key in (("intelligibility", "wer"), ("intelligibility", "wer_gt"), ("quality", "dnsmos_ovrl"),
+                       ("speaker", "similarity"), ("speed", "rtf_torch")):
+        assert isinstance(metrics[group][key], float)
+    assert metrics["intelligibility"]["wer_gt"] < 0.2
+    dataset = json.loads((repo / "metrics" / "dataset.json").read_text())
+    assert dataset["hours"] * 60 > 3.5  # the demo is over 4 minutes; VAD trims the pauses
+
+    again = run(["dvc", "repro"], repo, env)
+    assert "Running stage" not in again and "up to date" in again
+
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "baseline"], repo, env)
+    exp = run(["dvc", "exp", "run", "-S", "train.lr=0.0005"], repo, env)
+    ran = {s for s in ("download", "segment", "transcribe", "build_dataset", "train", "evaluate", "export")
+           if f"Running stage '{s}'" in exp}
+    assert ran == {"train", "evaluate", "export"}
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo, env))
+    assert "metrics/eval.json" in diff and "quality.dnsmos_ovrl" in diff["metrics/eval.json"]

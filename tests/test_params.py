@@ -1,0 +1,45 @@
+import pytest
+
+from voicemill import params
+from voicemill.params import ParamsError
+
+
+def test_defaults_load(write_params):
+    common, seg = params.load(write_params({}), "segment")
+    assert common.sample_rate_hz == 22050
+    assert seg.max_duration_s == 12.0
+
+
+def test_repo_params_file_is_valid():
+    from tests.conftest import REPO
+
+    for section in params.SECTIONS:
+        if section != "common":
+            params.load(REPO / "params.yaml", section)
+
+
+def test_unknown_key_names_the_key(write_params):
+    path = write_params({"segment": {"max_duraton_s": 10}})
+    with pytest.raises(ParamsError, match="max_duraton_s"):
+        params.load(path, "segment")
+
+
+def test_wrong_type_names_the_key(write_params):
+    path = write_params({"train": {"lr": "fast"}})
+    with pytest.raises(ParamsError, match=r"train\.lr"):
+        params.load(path, "train")
+
+
+def test_int_accepted_for_float(write_params):
+    _, t = params.load(write_params({"train": {"lr": 1}}), "train")
+    assert t.lr == 1.0 and isinstance(t.lr, float)
+
+
+def test_unknown_section(write_params):
+    with pytest.raises(ParamsError, match="trian"):
+        params.load(write_params({"trian": {}}), "train")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        params.load(tmp_path / "nope.yaml", "train")

@@ -1,0 +1,137 @@
+"""Stage tests through main([...]): errors that name the item, and a small full chain."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stages import build_dataset, download, evaluate, export, segment, train, transcribe
+
+TINY = {
+    "train": {"epochs": 1, "batch_size": 2},
+    "evaluate": {"max_utterances": 2},
+    "build_dataset": {"min_val_clips": 2},
+}
+
+
+def test_missing_input_names_the_file(tmp_path, write_params, capsys):
+    code = segment.main(["--params", str(write_params({})), "--raw", str(tmp_path / "nope"), "--out",
+                         str(tmp_path / "clips")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nope" / "manifest.parquet") in err
+    assert "dvc repro download" in err
+
+
+def test_unknown_params_key_names_the_key(tmp_path, write_params, capsys):
+    params = write_params({"segment": {"vad_agressiveness": 2}})
+    code = segment.main(["--params", str(params), "--raw", str(tmp_path), "--out", str(tmp_path / "clips")])
+    assert code == 1 and "vad_agressiveness" in capsys.readouterr().err
+
+
+def test_sources_error_names_the_entry(tmp_path, write_params, capsys):
+    sources = tmp_path / "sources.yaml"
+    sources.write_text("sources:\n  - source: gone.wav\n")
+    code = download.main(["--params", str(write_params({})), "--sources", str(sources), "--out", str(tmp_path / "raw")])
+    assert code == 1 and "entry 1: 'gone.wav'" in capsys.readouterr().err
+
+
+def test_all_sources_broken_fails(tmp_path, write_params, capsys):
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....garbage")
+    sources = tmp_path / "sources.yaml"
+    sources.write_text("sources:\n  - source: bad.wav\n")
+    code = download.main(["--params", str(write_params({})), "--sources", str(sources), "--out", str(tmp_path / "raw")])
+    err = capsys.readouterr().err
+    assert code == 1 and "bad.wav" in err and "no usable source" in err
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, short_episode):
+    """download -> segment -> transcribe -> build_dataset on a short Piper episode plus a corrupt file."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("chain")
+    wav, truth = short_episode
+    shutil.copy(wav, root / "episode.wav")
+    (root / "broken.flac").write_bytes(b"fLaC not really")
+    (root / "sources.yaml").write_text("sources:\n  - source: episode.wav\n  - source: broken.flac\n")
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(TINY))
+    p = ["--params", str(params)]
+    assert download.main(p + ["--sources", str(root / "sources.yaml"), "--out", str(root / "raw")]) == 0
+    assert segment.main(p + ["--raw", str(root / "raw"), "--out", str(root / "clips")]) == 0
+    assert transcribe.main(p + ["--clips", str(root / "clips"), "--out", str(root / "transcripts")]) == 0
+    assert build_dataset.main(p + ["--clips", str(root / "clips"), "--transcripts", str(root / "transcripts"),
+                                   "--out", str(root / "dataset"), "--metrics", str(root / "dataset.json")]) == 0
+    return root, p, truth
+
+
+def test_download_skips_and_reports_the_corrupt_file(chain):
+    root, _, _ = chain
+    failures = json.loads((root / "raw" / "failures.json").read_text())
+    assert len(failures) == 1 and failures[0]["origin"].endswith("broken.flac")
+    sources = pd.read_parquet(root / "raw" / "manifest.parquet")
+    assert len(sources) == 1 and sources.iloc[0]["kind"] == "file"
+
+
+def test_segment_corrupt_clip_source_is_skipped(chain, write_params, tmp_path, capsys):
+    root, _, _ = chain
+    raw = tmp_path / "raw"
+    shutil.copytree(root / "raw", raw)
+    m = pd.read_parquet(raw / "manifest.parquet")
+    extra = m.iloc[0].copy()
+    extra["source_id"], extra["audio_path"] = "file-broken", "broken.wav"
+    (raw / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    pd.concat([m, extra.to_frame().T]).to_parquet(raw / "manifest.parquet")
+    assert segment.main(["--params", str(write_params({})), "--raw", str(raw), "--out", str(tmp_path / "clips")]) == 0
+    assert "file-broken" in capsys.readouterr().err
+    clips = pd.read_parquet(tmp_path / "clips" / "manifest.parquet")
+    assert set(clips["source_id"]) == {m.iloc[0]["source_id"]}
+
+
+def test_dataset_is_ljspeech_and_loads_in_coqui(chain):
+    from TTS.tts.configs.shared_configs import BaseDatasetConfig
+    from TTS.tts.configs.vits_config import VitsConfig
+    from TTS.tts.datasets import load_tts_samples
+
+    root, _, truth = chain
+    ds = root / "dataset"
+    lines = (ds / "metadata.csv").read_text().splitlines()
+    assert lines and all(len(line.split("|")) == 3 for line in lines)
+    assert any("nineteen eighty-seven" in line.split("|")[2] for line in lines)
+    n_train = len((ds / "metadata_train.csv").read_text().splitlines())
+    n_val = len((ds / "metadata_val.csv").read_text().splitlines())
+    assert n_train + n_val == len(lines) and n_val >= 1
+    config = BaseDatasetConfig(formatter="ljspeech", path=str(ds), meta_file_train="metadata_train.csv",
+                               meta_file_val="metadata_val.csv")
+    train_samples, val_samples = load_tts_samples(VitsConfig(datasets=[config]), eval_split=True)
+    assert len(train_samples) == n_train and len(val_samples) == n_val
+    assert all(Path(s["audio_file"]).exists() for s in train_samples)
+
+
+def test_train_evaluate_export(chain):
+    import onnxruntime as ort
+
+    root, p, _ = chain
+    assert train.main(p + ["--dataset", str(root / "dataset"), "--out", str(root / "tts"), "--live",
+                           str(root / "live")]) == 0
+    assert (root / "tts" / "model.pth").exists() and (root / "tts" / "config.json").exists()
+    assert (root / "live" / "metrics.json").exists()
+    assert evaluate.main(p + ["--voice", str(root / "tts"), "--dataset", str(root / "dataset"), "--metrics",
+                              str(root / "eval.json"), "--scores", str(root / "scores.csv"), "--report",
+                              str(root / "report")]) == 0
+    metrics = json.loads((root / "eval.json").read_text())
+    assert metrics["n_utterances"] >= 1
+    assert metrics["intelligibility"]["wer_gt"] <= 0.25  # the real recordings are understood
+    assert metrics["quality"]["dnsmos_ovrl_gt"] > 2.5
+    assert metrics["speaker"]["similarity_gt"] > metrics["speaker"]["similarity"]
+    assert export.main(p + ["--voice", str(root / "tts"), "--onnx", str(root / "voice.onnx"), "--metrics",
+                            str(root / "export.json")]) == 0
+    voice = json.loads((root / "voice.onnx.json").read_text())
+    assert voice["sample_rate"] == 22050 and voice["symbols"]
+    exported = json.loads((root / "export.json").read_text())
+    assert exported["max_abs_diff"] < 1e-3
+    session = ort.InferenceSession(str(root / "voice.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input", "input_lengths", "scales"]
