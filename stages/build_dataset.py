@@ -27,7 +27,7 @@ _LOGGER = logging.getLogger("stages.build_dataset")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser(__doc__)
+    p = cli.parser(__doc__, "build_dataset")
     p.add_argument("--clips", default="data/clips", help="segment output folder (default: %(default)s)")
     p.add_argument("--transcripts", default="data/transcripts", help="transcribe output (default: %(default)s)")
     p.add_argument("--out", default="data/dataset", help="output folder (default: %(default)s)")
@@ -42,9 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         if out.exists():
             shutil.rmtree(out)
-        summary = build_dataset(clips, Path(args.clips), transcripts, out, DatasetOptions(
-            language=common.language, seed=common.seed, val_share=opts.val_share, min_val_clips=opts.min_val_clips,
-            min_words=opts.min_words, min_duration_s=opts.min_duration_s, max_duration_s=opts.max_duration_s))
+        summary = build_dataset(clips, Path(args.clips), transcripts, out,
+                                params.fill(DatasetOptions, opts, common))
         write_json(Path(args.metrics), summary)
         _LOGGER.info("build_dataset: kept %d clip(s) (%d train, %d val), %.3f h; dropped %s -> %s",
                      summary["clips"], summary["train"], summary["val"], summary["hours"],

@@ -29,7 +29,7 @@ _LOGGER = logging.getLogger("stages.download")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser(__doc__)
+    p = cli.parser(__doc__, "download")
     p.add_argument("--sources", default="sources.yaml", help="sources file (default: %(default)s)")
     p.add_argument("--out", default="data/raw", help="output folder (default: %(default)s)")
     args = p.parse_args(argv)

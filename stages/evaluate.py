@@ -32,7 +32,7 @@ _LOGGER = logging.getLogger("stages.evaluate")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser(__doc__)
+    p = cli.parser(__doc__, "evaluate")
     p.add_argument("--voice", default="models/tts", help="trained voice folder (default: %(default)s)")
     p.add_argument("--dataset", default="data/dataset", help="LJSpeech dataset (default: %(default)s)")
     p.add_argument("--metrics", default="metrics/eval.json", help="metrics file (default: %(default)s)")
@@ -49,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if report.exists():
             shutil.rmtree(report)
         t0 = time.monotonic()
-        metrics, rows = evaluate(Path(args.voice), Path(args.dataset), report, EvalOptions(
-            asr_model=opts.asr_model, max_utterances=opts.max_utterances, num_threads=opts.num_threads,
-            language=common.language, seed=common.seed))
+        metrics, rows = evaluate(Path(args.voice), Path(args.dataset), report, params.fill(EvalOptions, opts, common))
         with atomic_path(Path(args.scores)) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
         write_json(Path(args.metrics), metrics)

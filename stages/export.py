@@ -23,7 +23,7 @@ _LOGGER = logging.getLogger("stages.export")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser(__doc__)
+    p = cli.parser(__doc__, "export")
     p.add_argument("--voice", default="models/tts", help="trained voice folder (default: %(default)s)")
     p.add_argument("--onnx", default="models/voice.onnx", help="ONNX file to write (default: %(default)s)")
     p.add_argument("--metrics", default="metrics/export.json", help="metrics file (default: %(default)s)")

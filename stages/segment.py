@@ -31,10 +31,7 @@ _LOGGER = logging.getLogger("stages.segment")
 
 def segment(raw_dir: Path, out_dir: Path, rate: int, opts: params.SegmentParams) -> dict:
     sources = manifest.read(raw_dir / "manifest.parquet", "sources")
-    policy = CutPolicy(
-        vad_aggressiveness=opts.vad_aggressiveness, frame_ms=opts.frame_ms, min_pause_ms=opts.min_pause_ms,
-        padding_ms=opts.padding_ms, min_duration_s=opts.min_duration_s, max_duration_s=opts.max_duration_s,
-    )
+    policy = params.fill(CutPolicy, opts)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     (out_dir / "wavs").mkdir(parents=True)
@@ -64,7 +61,7 @@ def segment(raw_dir: Path, out_dir: Path, rate: int, opts: params.SegmentParams)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser(__doc__)
+    p = cli.parser(__doc__, "segment")
     p.add_argument("--raw", default="data/raw", help="download output folder (default: %(default)s)")
     p.add_argument("--out", default="data/clips", help="output folder (default: %(default)s)")
     args = p.parse_args(argv)

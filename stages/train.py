@@ -25,7 +25,7 @@ _LOGGER = logging.getLogger("stages.train")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser(__doc__)
+    p = cli.parser(__doc__, "train")
     p.add_argument("--dataset", default="data/dataset", help="build_dataset output (default: %(default)s)")
     p.add_argument("--out", default="models/tts", help="voice folder (default: %(default)s)")
     p.add_argument("--live", default="metrics/train", help="DVCLive folder (default: %(default)s)")
@@ -40,10 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             if folder.exists():
                 shutil.rmtree(folder)
         t0 = time.monotonic()
-        s = train(Path(args.dataset), Path(args.out), Path(args.live), TrainOptions(
-            preset=opts.preset, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
-            use_phonemes=opts.use_phonemes, restore_path=opts.restore_path, num_threads=opts.num_threads,
-            seed=common.seed, sample_rate_hz=common.sample_rate_hz, language=common.language))
+        s = train(Path(args.dataset), Path(args.out), Path(args.live), params.fill(TrainOptions, opts, common))
         _LOGGER.info("train: %s preset, %d step(s) on %d clip(s) (%d val), %d parameters, %.0f s -> %s",
                      opts.preset, s["steps"], s["train_clips"], s["val_clips"], s["parameters"],
                      time.monotonic() - t0, args.out)

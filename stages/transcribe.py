@@ -55,7 +55,7 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser(__doc__)
+    p = cli.parser(__doc__, "transcribe")
     p.add_argument("--clips", default="data/clips", help="segment output folder (default: %(default)s)")
     p.add_argument("--out", default="data/transcripts", help="output folder (default: %(default)s)")
     args = p.parse_args(argv)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,12 +53,3 @@ def ffmpeg_tone(path: Path, seconds: float = 2.0, extra: list[str] | None = None
            *(extra or []), str(path)]
     subprocess.run(cmd, check=True)
     return path
-
-
-def load_truth(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def speech_like(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32)

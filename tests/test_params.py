@@ -43,3 +43,15 @@ def test_unknown_section(write_params):
 def test_missing_file(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         params.load(tmp_path / "nope.yaml", "train")
+
+
+def test_fill_copies_matching_fields_first_section_wins():
+    from voicemill.dataset import DatasetOptions
+    from voicemill.segment import CutPolicy
+
+    common = params.CommonParams(seed=99, language="da")
+    opts = params.BuildDatasetParams(val_share=0.2)
+    filled = params.fill(DatasetOptions, opts, common)
+    assert (filled.seed, filled.language, filled.val_share) == (99, "da", 0.2)
+    policy = params.fill(CutPolicy, params.SegmentParams(max_duration_s=9.0))
+    assert policy.max_duration_s == 9.0

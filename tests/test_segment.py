@@ -62,3 +62,11 @@ def test_loudness_is_normalised(short_episode):
 def test_silence_gives_no_clip():
     clips, _ = segment_audio(np.zeros(RATE * 5, dtype=np.float32), RATE, CutPolicy(), -23.0)
     assert clips == []
+
+
+def test_demo_synthesis_is_reproducible(piper_voice):
+    from voicemill.demo import synthesize
+
+    a, _ = synthesize(piper_voice, "A ticket costs $89.")
+    b, _ = synthesize(piper_voice, "A ticket costs $89.")
+    assert a.size > 0 and np.array_equal(a, b)

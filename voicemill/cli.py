@@ -15,9 +15,10 @@ class StageError(VoicemillError):
     """A fatal stage error whose message already names the item and the fix."""
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
+def parser(doc: str, stage: str) -> argparse.ArgumentParser:
     """An argument parser whose help is the stage's docstring."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     p.add_argument("--debug", action="store_true", help="verbose logging")
     return p

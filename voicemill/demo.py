@@ -138,10 +138,17 @@ def load_voice():
 
 
 def synthesize(voice, text: str) -> tuple[np.ndarray, int]:
-    """Synthesize ``text`` with a Piper voice; float32 mono in [-1, 1] and its rate."""
+    """Synthesize ``text`` with a Piper voice; float32 mono in [-1, 1] and its rate.
+
+    Piper samples its latent and its durations from noise that cannot be
+    seeded; with both noise scales at zero the same text gives the same
+    samples on every run and machine, so the demo corpus is reproducible.
+    """
+    from piper import SynthesisConfig
+
     chunks = []
     rate = None
-    for chunk in voice.synthesize(text):
+    for chunk in voice.synthesize(text, syn_config=SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)):
         chunks.append(chunk.audio_float_array)
         rate = chunk.sample_rate
     if not chunks:

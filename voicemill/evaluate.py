@@ -63,7 +63,7 @@ def evaluate(voice_dir: Path, dataset_dir: Path, out_dir: Path, opts: EvalOption
     real_emb = {cid: speakers.embed(a, r) for cid, (a, r) in real.items()}
 
     per_utt = []
-    for clip_id, raw, text in tqdm(rows, desc="score", unit="utt", disable=None):
+    for clip_id, _raw, text in tqdm(rows, desc="score", unit="utt", disable=None):
         row = {"clip_id": clip_id, "text": text}
         for tag, (audio, r) in (("", (synth[clip_id], rate)), ("_gt", real[clip_id])):
             hyp = asr.transcribe(recognizer, scoring.to_16k(audio, r), opts.language)["text"] if audio.size else ""

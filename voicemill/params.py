@@ -195,6 +195,22 @@ def load(path: Path, section: str):
     return common, own
 
 
+def fill(cls: type, *sections):
+    """Build library options ``cls`` from params sections, matching field names.
+
+    The library takes its own option dataclasses (it never reads params.yaml);
+    this copies every field of ``cls`` that one of ``sections`` has, the first
+    section winning, and leaves the rest at their defaults.
+    """
+    values = {}
+    for f in dataclasses.fields(cls):
+        for section in sections:
+            if hasattr(section, f.name):
+                values[f.name] = getattr(section, f.name)
+                break
+    return cls(**values)
+
+
 def defaults() -> dict:
     """Every section with its default values, as plain dicts."""
     return {name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from voicemill.fsutil import atomic_path
+
 _LOGGER = logging.getLogger(__name__)
 
 PUNCTUATIONS = "!'(),-.:;? "
@@ -237,8 +239,6 @@ def train(dataset_dir: Path, out_dir: Path, live_dir: Path, opts: TrainOptions) 
             eval_loss = {k: float(v) for k, v in (trainer.keep_avg_eval.avg_values if trainer.keep_avg_eval else {}).items()}
             live.summary = {"steps": steps, **{f"eval/{k}": v for k, v in eval_loss.items()}}
         out_dir.mkdir(parents=True, exist_ok=True)
-        from voicemill.fsutil import atomic_path
-
         with atomic_path(out_dir / "model.pth") as tmp:
             torch.save({"model": model.state_dict(), "step": steps, "config": config.to_dict()}, tmp)
         config.output_path = ""
