@@ -12,7 +12,8 @@ setup:
 demo: setup
 	dvc repro
 
-test: setup
+test:
+	bash scripts/setup.sh --test
 	python -m pytest -q
 
 clean:

@@ -2,23 +2,38 @@
 # Set up voicemill on this machine: the system package ffmpeg, a virtual
 # environment in .venv, and the pinned Python packages. Safe to rerun: it
 # skips what is already in place.
+#   scripts/setup.sh          what the pipeline needs
+#   scripts/setup.sh --test   also Chromium, which the report test drives headless
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+apt_install() {  # apt_install PACKAGE: as root, or with password-less sudo
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing $1 with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+  elif command -v apt-get >/dev/null && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    echo "setup: installing $1 with sudo apt-get"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+  else
+    return 1
+  fi
+}
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
 if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
-  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    echo "setup: installing ffmpeg with apt-get"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
-  elif command -v apt-get >/dev/null && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-    echo "setup: installing ffmpeg with sudo apt-get"
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
-  else
+  if ! apt_install ffmpeg; then
     echo "setup: ffmpeg (with ffprobe and its shared libraries) is required and could not be installed" >&2
     echo "       automatically. Install it, then rerun: Debian/Ubuntu 'sudo apt-get install ffmpeg'," >&2
     echo "       Fedora 'sudo dnf install ffmpeg', macOS 'brew install ffmpeg'." >&2
+    exit 1
+  fi
+fi
+
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null; then
+  if ! apt_install chromium; then
+    echo "setup: the report test needs Chromium; install it (Debian/Ubuntu 'sudo apt-get install chromium')" >&2
     exit 1
   fi
 fi

@@ -2,17 +2,22 @@
 
 Reads:  <voice>/model.pth + config.json (train), <dataset>/metadata_val.csv and
         wavs/ (build_dataset)
-Writes: <metrics> (metrics/eval.json): n_utterances; intelligibility.{wer, wer_gt,
-        cer, cer_gt, wer_mean}; quality.dnsmos_{ovrl,sig,bak,p808}[_gt];
-        speaker.{similarity, similarity_gt}; speed.rtf_torch; validity.failed.
-        "_gt" is the same metric on the real recordings of the same sentences.
-        <scores> (metrics/eval_scores.csv: one row per utterance, plot data for
-        `dvc plots`) and <report>/<clip_id>.wav (the synthesized audio)
-Params: common.language, common.seed, evaluate.asr_model,
-        evaluate.max_utterances, evaluate.num_threads
+Writes: <metrics> (metrics/eval.json): see voicemill/evaluate.py for every key;
+        "_gt" keys are the same metric on the real recordings of the same
+        sentences, "_ci95" the half-width of a 95% confidence interval over
+        utterances.
+        <scores> (metrics/eval_scores.csv): one row per utterance, plot data
+        for `dvc plots`
+        <report>/<clip_id>.wav: the synthesized audio
+        <html> (reports/eval.html): a self-contained listening report
+Params: common.language, common.seed, evaluate.*
 Usage:  python -m stages.evaluate [--voice models/tts] [--dataset data/dataset]
-            [--metrics metrics/eval.json]
-            [--scores metrics/eval_scores.csv] [--report reports/eval]
+            [--metrics metrics/eval.json] [--scores metrics/eval_scores.csv]
+            [--report reports/eval] [--html reports/eval.html]
+        Score any folder of WAVs named <clip_id>.wav (another checkpoint, another
+        TTS system) instead of synthesizing:
+        python -m stages.evaluate --synth-dir DIR --metrics other.json \\
+            --scores other.csv --html other.html
 """
 
 from __future__ import annotations
@@ -35,30 +40,48 @@ def main(argv: list[str] | None = None) -> int:
     p = cli.parser(__doc__, "evaluate")
     p.add_argument("--voice", default="models/tts", help="trained voice folder (default: %(default)s)")
     p.add_argument("--dataset", default="data/dataset", help="LJSpeech dataset (default: %(default)s)")
+    p.add_argument("--synth-dir", help="score the WAVs in this folder (<clip_id>.wav) instead of a trained voice")
     p.add_argument("--metrics", default="metrics/eval.json", help="metrics file (default: %(default)s)")
     p.add_argument("--scores", default="metrics/eval_scores.csv", help="per-utterance scores (default: %(default)s)")
     p.add_argument("--report", default="reports/eval", help="synthesized audio (default: %(default)s)")
+    p.add_argument("--html", default="reports/eval.html", help="listening report (default: %(default)s)")
     args = p.parse_args(argv)
     cli.setup_logging(args.debug)
 
     def body():
-        from voicemill.evaluate import EvalOptions, evaluate
+        from voicemill import evaluate, report
 
         common, opts = params.load(Path(args.params), "evaluate")
-        report = Path(args.report)
-        if report.exists():
-            shutil.rmtree(report)
+        eval_opts = params.fill(evaluate.EvalOptions, opts, common)
         t0 = time.monotonic()
-        metrics, rows = evaluate(Path(args.voice), Path(args.dataset), report, params.fill(EvalOptions, opts, common))
+        sentences = evaluate.read_eval_sentences(Path(args.dataset), opts.max_utterances)
+        ids = [cid for cid, _ in sentences]
+        real = evaluate.load_set(Path(args.dataset) / "wavs", ids)
+        if args.synth_dir:
+            synth, rtf = evaluate.load_set(Path(args.synth_dir), ids), None
+            source = args.synth_dir
+        else:
+            out = Path(args.report)
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True)
+            synth, rtf = evaluate.synthesize_set(Path(args.voice), sentences, out, eval_opts)
+            source = args.voice
+        metrics, rows = evaluate.score_sets(sentences, synth, real, eval_opts)
+        if rtf is not None:
+            metrics["speed"] = {"rtf_torch": rtf, "threads": opts.num_threads}
+        metrics = evaluate.without_nan(metrics)
         with atomic_path(Path(args.scores)) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
         write_json(Path(args.metrics), metrics)
+        with atomic_path(Path(args.html)) as tmp:
+            tmp.write_text(report.render(metrics, rows, synth, real, f"voicemill evaluation: {source}"))
         i, q, s = metrics["intelligibility"], metrics["quality"], metrics["speaker"]
         _LOGGER.info("evaluate: %d utterance(s) in %.0f s: WER %.2f (real %.2f), DNSMOS %.2f (real %.2f), "
-                     "speaker similarity %.2f (real %.2f), RTF %.3f, %d invalid -> %s",
+                     "Distill-MOS %.2f (real %.2f), speaker similarity %.2f (real %.2f), %d invalid -> %s, %s",
                      metrics["n_utterances"], time.monotonic() - t0, i["wer"], i["wer_gt"], q["dnsmos_ovrl"],
-                     q["dnsmos_ovrl_gt"], s["similarity"], s["similarity_gt"], metrics["speed"]["rtf_torch"],
-                     metrics["validity"]["failed"], args.metrics)
+                     q["dnsmos_ovrl_gt"], q["distillmos"], q["distillmos_gt"], s["similarity"], s["similarity_gt"],
+                     metrics["validity"]["failed"], args.metrics, args.html)
 
     return cli.run("evaluate", body, args.debug)
 

@@ -54,6 +54,7 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
         assert f"Running stage '{stage}'" in out
     assert (repo / "models" / "voice.onnx").exists()
     assert (repo / "models" / "voice.onnx.json").exists()
+    assert (repo / "reports" / "eval.html").exists()
     lines = (repo / "data" / "dataset" / "metadata.csv").read_text().splitlines()
     assert len(lines) >= 30 and all(len(line.split("|")) == 3 for line in lines)
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())

@@ -121,9 +121,18 @@ def test_train_evaluate_export(chain):
     assert (root / "live" / "metrics.json").exists()
     assert evaluate.main(p + ["--voice", str(root / "tts"), "--dataset", str(root / "dataset"), "--metrics",
                               str(root / "eval.json"), "--scores", str(root / "scores.csv"), "--report",
-                              str(root / "report")]) == 0
+                              str(root / "report"), "--html", str(root / "report.html")]) == 0
     metrics = json.loads((root / "eval.json").read_text())
     assert metrics["n_utterances"] >= 1
+    for group, key in (("intelligibility", "wer"), ("intelligibility", "wer_gt"), ("intelligibility", "cer"),
+                       ("quality", "dnsmos_ovrl"), ("quality", "dnsmos_ovrl_gt"), ("quality", "distillmos"),
+                       ("quality", "distillmos_gt"), ("speaker", "similarity"), ("speaker", "similarity_gt"),
+                       ("speed", "rtf_torch"), ("validity", "failed")):
+        assert metrics[group][key] is not None, (group, key)
+    for backend in ("resemblyzer", "whisper"):
+        assert {"value", "noise_floor", "vectors_synth", "vectors_real"} <= set(metrics["fad"][backend])
+    assert metrics["clap"] == {"available": 0}
+    assert (root / "report.html").exists()
     assert metrics["intelligibility"]["wer_gt"] <= 0.25  # the real recordings are understood
     assert metrics["quality"]["dnsmos_ovrl_gt"] > 2.5
     assert metrics["speaker"]["similarity_gt"] > metrics["speaker"]["similarity"]
@@ -135,3 +144,67 @@ def test_train_evaluate_export(chain):
     assert exported["max_abs_diff"] < 1e-3
     session = ort.InferenceSession(str(root / "voice.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["input", "input_lengths", "scales"]
+
+
+def test_report_opens_in_chromium_with_players_and_images(chain):
+    from playwright.sync_api import sync_playwright
+
+    root, _, _ = chain
+    page_file = root / "report.html"
+    assert page_file.exists(), "test_train_evaluate_export writes the report"
+    chromium = shutil.which("chromium")
+    assert chromium, "Chromium is needed for this test: scripts/setup.sh --test installs it"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run", "--disable-sync"])
+        page = browser.new_page()
+        page.goto(page_file.as_uri())
+        assert page.locator("#headline tr").count() >= 5
+        durations = page.evaluate("""() => Promise.all([...document.querySelectorAll('audio')].map(a =>
+            a.readyState >= 1 ? a.duration : new Promise(done => {
+                a.addEventListener('loadedmetadata', () => done(a.duration));
+                a.addEventListener('error', () => done(-1));
+                a.load();
+            })))""")
+        images = page.evaluate("() => [...document.images].map(i => i.complete ? i.naturalWidth : 0)")
+        page.screenshot(path=str(root / "report.png"), full_page=False)
+        browser.close()
+    n = json.loads((root / "eval.json").read_text())["n_utterances"]
+    assert len(durations) == 2 * n and all(d > 0.3 for d in durations), durations
+    assert len(images) == n and all(w > 100 for w in images), images
+
+
+def test_score_a_folder_of_wavs_with_clap_twice(chain, piper_voice, tmp_path):
+    """--synth-dir scores any system's WAVs (here the Piper voice itself), with a CLAP model; runs repeat exactly."""
+    import yaml
+
+    from tests.tiny_clap import build_tiny_clap
+    from voicemill.audio import write_wav
+    from voicemill.demo import synthesize
+    from voicemill.tts import read_metadata
+
+    root, _, _ = chain
+    synth_dir = tmp_path / "piper"
+    synth_dir.mkdir()
+    for clip_id, _raw, text in read_metadata(root / "dataset" / "metadata_val.csv"):
+        audio, rate = synthesize(piper_voice, text)
+        write_wav(synth_dir / f"{clip_id}.wav", audio, rate)
+    params = tmp_path / "params.yaml"
+    clap = build_tiny_clap(tmp_path / "clap")
+    params.write_text(yaml.safe_dump({"evaluate": {"max_utterances": 2, "clap_model": str(clap),
+                                                    "fad_backends": ["resemblyzer", "clap"]}}))
+    results = []
+    for run in ("a", "b"):
+        assert evaluate.main(["--params", str(params), "--dataset", str(root / "dataset"), "--synth-dir",
+                              str(synth_dir), "--metrics", str(tmp_path / f"{run}.json"), "--scores",
+                              str(tmp_path / f"{run}.csv"), "--html", str(tmp_path / f"{run}.html")]) == 0
+        results.append((tmp_path / f"{run}.json").read_text())
+    assert results[0] == results[1]
+    metrics = json.loads(results[0])
+    assert metrics["clap"]["available"] == 1 and -1 <= metrics["clap"]["score"] <= 1
+    assert "value" in metrics["fad"]["clap"]
+    assert "speed" not in metrics  # nothing was synthesized here
+    assert metrics["intelligibility"]["wer"] <= 0.25  # the Piper voice is understood
+    assert metrics["quality"]["distillmos"] > 3.5
+    assert metrics["speaker"]["similarity"] > 0.8  # the demo is the Piper voice

@@ -1,26 +1,46 @@
-"""Evaluate a trained voice on the validation sentences, next to the real recordings.
+"""Evaluate speech against the real recordings of the same sentences.
 
-Every metric is computed for the synthesized speech and for the held-out real
-recordings of the same sentences (the ``_gt`` keys), so each number comes with
-its reference point.
+:func:`score_sets` scores any set of synthesized clips (a trained voice's, a
+checkpoint's, another TTS system's) against held-out real recordings: every
+metric is computed for both sides, so each number comes with its reference
+(the ``_gt`` keys). :func:`synthesize_set` makes the synthesized side from a
+trained voice; :func:`load_set` reads one from a folder of WAVs.
+
+Metrics (the keys of ``metrics/eval.json``):
+
+- ``intelligibility``: ASR round trip, both sides normalised with the
+  dataset's text normaliser: corpus ``wer``/``cer``, ``wer_mean`` over
+  utterances with ``wer_ci95``, ``share_over_50`` (utterances above 50% WER).
+- ``quality``: DNSMOS ``dnsmos_{ovrl,sig,bak,p808}`` and ``distillmos``.
+- ``speaker``: ``similarity`` (cosine of resemblyzer embeddings against the
+  centroid of the real clips; ``similarity_gt`` leaves the clip itself out).
+- ``fad.<backend>``: ``value`` (synthesized vs real), ``noise_floor`` (real
+  even clips vs real odd clips), and the vector and clip counts used.
+- ``clap``: ``available`` (0/1); with a configured model, ``score`` and
+  ``score_gt`` (text-audio cosine).
+- ``speed``: ``rtf_torch`` (compute seconds per audio second; absent when the
+  synthesized side was read from a folder).
+- ``validity``: ``failed`` (empty, silent, clipped or absurdly long clips).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from voicemill import asr, scoring
-from voicemill.audio import read_wav, write_wav
-from voicemill.tts import load_voice, read_metadata, synthesize
+from voicemill import asr, embeddings, scoring
+from voicemill.audio import AudioError, read_wav, write_wav
+from voicemill.errors import VoicemillError
 
 _LOGGER = logging.getLogger(__name__)
+
+Clip = tuple[np.ndarray, int]
 
 
 @dataclass(frozen=True)
@@ -28,81 +48,153 @@ class EvalOptions:
     asr_model: str = "tiny.en"
     max_utterances: int = 6
     num_threads: int = 2
+    fad_backends: list[str] = field(default_factory=lambda: ["resemblyzer", "whisper"])
+    clap_model: str = ""
     language: str = "en"
     seed: int = 1234
 
 
-def _mean(values) -> float:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else float("nan")
+def read_eval_sentences(dataset_dir: Path, max_utterances: int) -> list[tuple[str, str]]:
+    """(clip_id, normalized text) of the first validation rows, sorted by id: a fixed set."""
+    from voicemill.tts import read_metadata
 
-
-def evaluate(voice_dir: Path, dataset_dir: Path, out_dir: Path, opts: EvalOptions) -> tuple[dict, list[dict]]:
-    """Synthesize and score; writes the synthesized WAVs into ``out_dir``."""
-    torch.set_num_threads(opts.num_threads)
-    rows = sorted(read_metadata(Path(dataset_dir) / "metadata_val.csv"))[: opts.max_utterances]
+    path = Path(dataset_dir) / "metadata_val.csv"
+    if not path.exists():
+        raise VoicemillError(f"{path}: not found; it is written by build_dataset ('dvc repro build_dataset')")
+    rows = sorted((cid, norm) for cid, _raw, norm in read_metadata(path))[:max_utterances]
     if not rows:
-        raise ValueError(f"{dataset_dir}/metadata_val.csv has no rows; build_dataset writes it")
+        raise VoicemillError(f"{path} has no rows: the dataset has no validation clips")
+    return rows
+
+
+def load_set(folder: Path, ids: list[str]) -> dict[str, Clip]:
+    """Read ``<folder>/<clip_id>.wav`` for every id; a missing one is named."""
+    clips = {}
+    for cid in ids:
+        path = Path(folder) / f"{cid}.wav"
+        if not path.exists():
+            raise VoicemillError(f"{path}: missing; the folder must hold one WAV per evaluation sentence, "
+                                 f"named by clip id ({', '.join(ids[:3])}...)")
+        try:
+            clips[cid] = read_wav(path)
+        except AudioError as e:
+            raise VoicemillError(str(e)) from e
+    return clips
+
+
+def synthesize_set(voice_dir: Path, sentences: list[tuple[str, str]], out_dir: Path, opts: EvalOptions):
+    """Synthesize every sentence with a trained voice (seeded); returns (clips, rtf)."""
+    import torch
+
+    from voicemill.tts import load_voice, synthesize
+
+    torch.set_num_threads(opts.num_threads)
     model, config = load_voice(voice_dir)
     rate = config.audio.sample_rate
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     torch.manual_seed(opts.seed)
-    synth, compute_s, audio_s = {}, 0.0, 0.0
-    for clip_id, _raw, text in tqdm(rows, desc="synthesize", unit="utt", disable=None):
+    clips, compute_s, audio_s = {}, 0.0, 0.0
+    for clip_id, text in tqdm(sentences, desc="synthesize", unit="utt", disable=None):
         t0 = time.perf_counter()
         audio = synthesize(model, text)
         compute_s += time.perf_counter() - t0
         audio_s += audio.size / rate
-        synth[clip_id] = audio
-        write_wav(out_dir / f"{clip_id}.wav", audio, rate)
+        clips[clip_id] = (audio, rate)
+        write_wav(Path(out_dir) / f"{clip_id}.wav", audio, rate)
+    return clips, compute_s / max(audio_s, 1e-9)
 
-    recognizer = asr.load_model(opts.asr_model, cpu_threads=opts.num_threads)
+
+def _mean(values) -> float:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def score_sets(sentences: list[tuple[str, str]], synth: dict[str, Clip], real: dict[str, Clip],
+               opts: EvalOptions) -> tuple[dict, list[dict]]:
+    """Score the synthesized clips and the real ones for the same sentences."""
+    recognizer = asr.load_model(opts.asr_model, device="cpu", cpu_threads=opts.num_threads)
     speakers = scoring.SpeakerEncoder()
-    real = {cid: read_wav(Path(dataset_dir) / "wavs" / f"{cid}.wav") for cid, _, _ in rows}
-    real_emb = {cid: speakers.embed(a, r) for cid, (a, r) in real.items()}
+    distill = scoring.DistillMOS()
+    real_emb = {cid: speakers.embed(*real[cid]) for cid, _ in sentences}
 
-    per_utt = []
-    for clip_id, _raw, text in tqdm(rows, desc="score", unit="utt", disable=None):
+    per_utt, counts = [], {"": [], "_gt": []}
+    for clip_id, text in tqdm(sentences, desc="score", unit="utt", disable=None):
         row = {"clip_id": clip_id, "text": text}
-        for tag, (audio, r) in (("", (synth[clip_id], rate)), ("_gt", real[clip_id])):
-            hyp = asr.transcribe(recognizer, scoring.to_16k(audio, r), opts.language)["text"] if audio.size else ""
-            counts = scoring.error_counts(text, hyp, opts.language)
+        for tag, (audio, rate) in (("", synth[clip_id]), ("_gt", real[clip_id])):
+            usable = audio.size > rate // 10
+            hyp = asr.transcribe(recognizer, scoring.to_16k(audio, rate), opts.language)["text"] if usable else ""
+            c = scoring.error_counts(text, hyp, opts.language)
+            counts[tag].append(c)
             row[f"asr_text{tag}"] = hyp
-            row[f"wer{tag}"] = counts["word_errors"] / max(1, counts["words"])
-            row[f"cer{tag}"] = counts["char_errors"] / max(1, counts["chars"])
-            row[f"_counts{tag}"] = counts
-            mos = scoring.dnsmos(audio, r) if audio.size > r // 10 else {}
-            for k, v in mos.items():
+            row[f"wer{tag}"] = c["word_errors"] / max(1, c["words"])
+            row[f"cer{tag}"] = c["char_errors"] / max(1, c["chars"])
+            for k, v in (scoring.dnsmos(audio, rate) if usable else {}).items():
                 row[f"{k}{tag}"] = v
+            row[f"distillmos{tag}"] = distill(audio, rate) if usable else float("nan")
         others = [e for c, e in real_emb.items() if c != clip_id] or list(real_emb.values())
         centroid = scoring.mean_embedding(others)
-        row["similarity"] = scoring.cosine(speakers.embed(synth[clip_id], rate), centroid) if synth[clip_id].size else 0.0
+        audio, rate = synth[clip_id]
+        row["similarity"] = scoring.cosine(speakers.embed(audio, rate), centroid) if audio.size else 0.0
         row["similarity_gt"] = scoring.cosine(real_emb[clip_id], centroid)
-        row["duration_s"] = synth[clip_id].size / rate
-        row["invalid"] = scoring.validity(synth[clip_id], rate, text)
+        row["duration_s"] = audio.size / rate
+        row["duration_s_gt"] = real[clip_id][0].size / real[clip_id][1]
+        row["invalid"] = scoring.validity(audio, rate, text)
         per_utt.append(row)
 
     def corpus(tag: str, kind: str) -> float:
-        errors = sum(r[f"_counts{tag}"][f"{kind}_errors"] for r in per_utt)
-        total = sum(r[f"_counts{tag}"][f"{kind}s"] for r in per_utt)
-        return errors / max(1, total)
+        return sum(c[f"{kind}_errors"] for c in counts[tag]) / max(1, sum(c[f"{kind}s"] for c in counts[tag]))
+
+    def column(key):
+        return [r.get(key) for r in per_utt]
 
     metrics = {
         "n_utterances": len(per_utt),
         "intelligibility": {
             "wer": corpus("", "word"), "wer_gt": corpus("_gt", "word"),
             "cer": corpus("", "char"), "cer_gt": corpus("_gt", "char"),
-            "wer_mean": _mean(r["wer"] for r in per_utt),
+            "wer_mean": _mean(column("wer")), "wer_ci95": scoring.ci95(column("wer")),
+            "share_over_50": float(np.mean([r["wer"] > 0.5 for r in per_utt])),
+            "share_over_50_gt": float(np.mean([r["wer_gt"] > 0.5 for r in per_utt])),
         },
-        "quality": {k: _mean(r.get(k) for r in per_utt) for k in (
-            "dnsmos_ovrl", "dnsmos_ovrl_gt", "dnsmos_sig", "dnsmos_sig_gt", "dnsmos_bak", "dnsmos_bak_gt",
-            "dnsmos_p808", "dnsmos_p808_gt")},
-        "speaker": {"similarity": _mean(r["similarity"] for r in per_utt),
-                    "similarity_gt": _mean(r["similarity_gt"] for r in per_utt)},
-        "speed": {"rtf_torch": compute_s / max(audio_s, 1e-9), "threads": opts.num_threads},
+        "quality": {},
+        "speaker": {"similarity": _mean(column("similarity")), "similarity_gt": _mean(column("similarity_gt")),
+                    "similarity_ci95": scoring.ci95(column("similarity"))},
+        "fad": {},
+        "clap": {"available": 0},
         "validity": {"failed": sum(1 for r in per_utt if r["invalid"])},
     }
-    for r in per_utt:
-        r.pop("_counts"), r.pop("_counts_gt")
+    for key in ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "distillmos"):
+        metrics["quality"][key] = _mean(column(key))
+        metrics["quality"][f"{key}_gt"] = _mean(column(f"{key}_gt"))
+        metrics["quality"][f"{key}_ci95"] = scoring.ci95(column(key))
+
+    ordered_synth = [synth[cid] for cid, _ in sentences]
+    ordered_real = [real[cid] for cid, _ in sentences]
+    clap = None
+    if opts.clap_model:
+        clap = embeddings.ClapBackend(opts.clap_model)
+        scores = [clap.score(*synth[cid], text) for cid, text in sentences]
+        scores_gt = [clap.score(*real[cid], text) for cid, text in sentences]
+        for r, s, g in zip(per_utt, scores, scores_gt):
+            r["clap"], r["clap_gt"] = s, g
+        metrics["clap"] = {"available": 1, "score": _mean(scores), "score_gt": _mean(scores_gt),
+                           "score_ci95": scoring.ci95(scores)}
+    for name in opts.fad_backends:
+        if name == "clap" and clap is None:
+            _LOGGER.warning("FAD backend 'clap' skipped: no CLAP model configured (evaluate.clap_model)")
+            metrics["fad"]["clap"] = {"available": 0}
+            continue
+        backend = clap if name == "clap" else embeddings.make_backend(
+            name, opts.asr_model, opts.clap_model, opts.num_threads, whisper_model=recognizer)
+        metrics["fad"][name] = embeddings.fad_report(backend, ordered_synth, ordered_real)
     return metrics, per_utt
+
+
+def without_nan(value):
+    """NaN and infinities become None (null in JSON), which DVC and browsers can read."""
+    if isinstance(value, dict):
+        return {k: without_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nan(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

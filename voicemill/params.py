@@ -110,6 +110,10 @@ class EvaluateParams:
     max_utterances: int = 8
     """Score at most this many validation sentences (fixed, sorted by id)."""
     num_threads: int = 2
+    fad_backends: list[str] = dataclasses.field(default_factory=lambda: ["resemblyzer", "whisper"])
+    """Embeddings for the Fréchet audio distance: resemblyzer, whisper, clap."""
+    clap_model: str = ""
+    """A transformers CLAP model dir or hub id; empty reports CLAP as unavailable."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
   sides with :func:`voicemill.textnorm.for_scoring` (the same normaliser that
   built the dataset).
 - Quality: DNSMOS P.835 (SIG, BAK, OVRL) and P.808 from the ``speechmos``
-  package's bundled ONNX models.
+  package's bundled ONNX models, and Distill-MOS from ``distillmos``.
 - Speaker similarity: cosine between resemblyzer (GE2E) embeddings.
 - Speed: real-time factor (seconds of compute per second of audio).
 
@@ -70,6 +70,31 @@ def dnsmos(audio: np.ndarray, rate: int) -> dict:
     r = _dnsmos.run(audio, SCORE_RATE)
     return {"dnsmos_sig": float(r["sig_mos"]), "dnsmos_bak": float(r["bak_mos"]),
             "dnsmos_ovrl": float(r["ovrl_mos"]), "dnsmos_p808": float(r["p808_mos"])}
+
+
+class DistillMOS:
+    """Distill-MOS (weights ship in the ``distillmos`` package): one MOS per clip."""
+
+    def __init__(self):
+        import distillmos
+        import torch
+
+        self.torch = torch
+        self.model = distillmos.ConvTransformerSQAModel()
+        self.model.eval()
+
+    def __call__(self, audio: np.ndarray, rate: int) -> float:
+        x = self.torch.from_numpy(to_16k(audio, rate).copy())[None, :]
+        with self.torch.no_grad():
+            return float(self.model(x).reshape(-1)[0])
+
+
+def ci95(values) -> float:
+    """Half-width of a normal-approximation 95% confidence interval of the mean."""
+    values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    if values.size < 2:
+        return float("nan")
+    return float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
 
 
 class SpeakerEncoder:

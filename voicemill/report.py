@@ -1,0 +1,116 @@
+"""A self-contained HTML listening report for an evaluation.
+
+One file, no external resources: audio players carry their WAV as a data URI
+and spectrograms are embedded PNGs, so the page can be mailed, attached to a
+review, or opened from a DVC cache as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+import soundfile as sf
+
+HEADLINE = (
+    ("Word error rate (ASR round trip)", "intelligibility", "wer", "lower is better"),
+    ("Character error rate", "intelligibility", "cer", "lower is better"),
+    ("DNSMOS overall", "quality", "dnsmos_ovrl", "1-5, higher is better"),
+    ("Distill-MOS", "quality", "distillmos", "1-5, higher is better"),
+    ("Speaker similarity", "speaker", "similarity", "cosine, higher is better"),
+    ("CLAP text-audio score", "clap", "score", "cosine, higher is better"),
+)
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
+th{background:#f4f4f4}.utt{border-top:2px solid #ddd;padding:1rem 0}.pair{display:flex;gap:2rem;flex-wrap:wrap}
+.side{flex:1;min-width:20rem}img{max-width:100%}.bad{color:#b00}.note{color:#666;font-size:.9rem}
+"""
+
+
+def _wav_uri(audio: np.ndarray, rate: int) -> str:
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1, 1), rate, subtype="PCM_16", format="WAV")
+    return "data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _spectrogram_uri(synth: tuple[np.ndarray, int], real: tuple[np.ndarray, int]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 2.6), sharey=True)
+    for ax, (audio, rate), title in zip(axes, (synth, real), ("synthesized", "real recording")):
+        if audio.size > 256:
+            with np.errstate(divide="ignore"):  # digital silence has no level in dB
+                ax.specgram(audio, NFFT=512, Fs=rate, noverlap=384, cmap="magma", vmin=-120)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("s", fontsize=8)
+    axes[0].set_ylabel("Hz", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return "n/a" if not np.isfinite(value) else f"{value:.3f}"
+    return html.escape(str(value))
+
+
+def render(metrics: dict, rows: list[dict], synth: dict, real: dict, title: str) -> str:
+    """The report page as a string."""
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+           f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+           f"<p class='note'>{metrics['n_utterances']} validation sentences; every metric is also computed on "
+           "the real recordings of the same sentences.</p>",
+           "<table id='headline'><tr><th>metric</th><th>synthesized</th><th>real recordings</th><th>gap</th>"
+           "<th></th></tr>"]
+    for label, group, key, note in HEADLINE:
+        g = metrics.get(group, {})
+        if key not in g:
+            if group == "clap":
+                out.append(f"<tr><td>{label}</td><td colspan='4'>unavailable: no CLAP model configured</td></tr>")
+            continue
+        ours, ref = g.get(key), g.get(f"{key}_gt")
+        gap = ours - ref if isinstance(ours, float) and isinstance(ref, float) else None
+        ci = g.get(f"{key}_ci95")
+        ci_text = f" ± {_fmt(ci)}" if isinstance(ci, float) else ""
+        out.append(f"<tr><td>{label}</td><td>{_fmt(ours)}{ci_text}</td><td>{_fmt(ref)}</td><td>{_fmt(gap)}</td>"
+                   f"<td class='note'>{note}</td></tr>")
+    for name, fad in metrics.get("fad", {}).items():
+        if "value" in fad:
+            out.append(f"<tr><td>FAD ({html.escape(name)})</td><td>{_fmt(fad['value'])}</td>"
+                       f"<td>noise floor {_fmt(fad['noise_floor'])}</td><td></td><td class='note'>"
+                       f"{fad['vectors_synth']} vs {fad['vectors_real']} vectors; lower is better</td></tr>")
+    speed = metrics.get("speed", {})
+    if "rtf_torch" in speed:
+        out.append(f"<tr><td>Real-time factor (PyTorch, CPU)</td><td>{_fmt(speed['rtf_torch'])}</td><td></td>"
+                   "<td></td><td class='note'>seconds of compute per second of audio</td></tr>")
+    out.append(f"<tr><td>Invalid outputs</td><td>{metrics['validity']['failed']}</td><td></td><td></td>"
+               "<td class='note'>empty, silent, clipped or too long</td></tr></table>")
+
+    for row in rows:
+        cid = row["clip_id"]
+        bad = " <span class='bad'>(" + html.escape(row["invalid"]) + ")</span>" if row.get("invalid") else ""
+        out.append(f"<div class='utt' id='utt-{html.escape(cid)}'><h3>{html.escape(cid)}{bad}</h3>"
+                   f"<p>{html.escape(row['text'])}</p><div class='pair'>")
+        for side, clip, tag in (("synthesized", synth[cid], ""), ("real recording", real[cid], "_gt")):
+            out.append(f"<div class='side'><b>{side}</b><br><audio controls preload='metadata' "
+                       f"src='{_wav_uri(*clip)}'></audio><br><span class='note'>heard as: "
+                       f"{html.escape(row.get('asr_text' + tag, ''))}</span><br>WER {_fmt(row.get('wer' + tag))}, "
+                       f"DNSMOS {_fmt(row.get('dnsmos_ovrl' + tag))}, Distill-MOS "
+                       f"{_fmt(row.get('distillmos' + tag))}</div>")
+        out.append(f"</div><p>speaker similarity {_fmt(row.get('similarity'))}</p>"
+                   f"<img alt='spectrograms of {html.escape(cid)}' src='{_spectrogram_uri(synth[cid], real[cid])}'>"
+                   "</div>")
+    out.append("</body></html>")
+    return "\n".join(out)
