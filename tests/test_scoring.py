@@ -24,6 +24,18 @@ def test_dnsmos_drops_with_heavy_noise(sentence):
     clean, dirty = scoring.dnsmos(audio, rate), scoring.dnsmos(noisy, rate)
     assert clean["dnsmos_ovrl"] > dirty["dnsmos_ovrl"] + 0.5
     assert clean["dnsmos_bak"] > dirty["dnsmos_bak"]
+    distill = scoring.DistillMOS()
+    assert distill(audio, rate) > distill(noisy, rate) + 1.0
+
+
+def test_round_trip_wer_rises_for_the_wrong_transcript(sentence):
+    from voicemill import asr
+
+    audio, rate = sentence
+    heard = asr.transcribe(asr.load_model("tiny.en", cpu_threads=2), scoring.to_16k(audio, rate), "en")["text"]
+    right = "A loaf of sourdough costs four dollars, and the shop closes at six."
+    wrong = "The night train to the coast leaves from platform seven."
+    assert scoring.wer(right, heard) <= 0.15 < 0.8 <= scoring.wer(wrong, heard)
 
 
 def test_speaker_similarity_separates_voices(sentence, piper_voice):
