@@ -1,29 +1,38 @@
 """download: fetch every source in the sources file and record provenance.
 
-Reads:  the sources file (default sources.yaml; see README "Your own sources")
-Writes: <out>/<source_id>.wav          audio, 16-bit PCM, original rate and channels
-        <out>/demo-*.truth.json         ground truth of the demo episodes
-        <out>/manifest.parquet          one row per item: source_id, kind, origin (URL or
-                                        path), title, channel, license, speaker, language,
-                                        audio_path, duration_s, sample_rate, channels,
-                                        sha256, truth_path, downloaded_at
-        <out>/failures.json             sources that failed, with the reason
-Params: common.seed, download.max_failed_share, download.timeout_s, download.retries
+Reads:  the sources file (default sources.yaml; see voicemill/sources.py and the
+        README for every kind of entry) and, when set, the cookies file named by
+        VOICEMILL_COOKIES_FILE (never copied into any output)
+Writes: <out>/<source_id>.wav            audio, 16-bit PCM, original rate and channels
+        <out>/<source_id>.<lang>.vtt     human-made subtitles, when asked for
+        <out>/demo-*.truth.json          ground truth of the demo episodes
+        <out>/manifest.parquet           one row per item: source_id, kind, entry,
+                                         origin (URL, path, or file#row=N), title,
+                                         channel, upload_date, playlist, license,
+                                         speaker, language, text (Parquet datasets),
+                                         subtitles (JSON list), truth_path, start_s,
+                                         end_s, audio_path, duration_s, sample_rate,
+                                         channels, size_bytes, sha256, fingerprint,
+                                         downloaded_at
+        <out>/failures.json              what failed: sources-file line, origin, reason
+        The folder persists between runs: items already there and intact are kept.
+Params: common.seed, download.*
 Usage:  python -m stages.download [--sources sources.yaml] [--out data/raw]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from voicemill import cli, manifest, params
-from voicemill.download import download, read_sources
+from voicemill.download import FetchOptions, download
 from voicemill.fsutil import write_json
+from voicemill.sources import read_sources
 
 _LOGGER = logging.getLogger("stages.download")
 
@@ -39,21 +48,24 @@ def main(argv: list[str] | None = None) -> int:
         common, opts = params.load(Path(args.params), "download")
         sources = read_sources(Path(args.sources))
         out = Path(args.out)
-        if out.exists():
-            shutil.rmtree(out)
-        rows, failures = download(sources, out, common.seed, opts.timeout_s, opts.retries, quiet=not args.debug)
+        fetch = dataclasses.replace(params.fill(FetchOptions, opts, common), quiet=not args.debug)
+        rows, failures, counts = download(sources, out, fetch)
         write_json(out / "failures.json", failures)
         attempted = len(rows) + len(failures)
         if not rows:
-            raise cli.StageError(f"no usable source in {args.sources} ({len(failures)} failed: see the warnings above)")
+            (out / "manifest.parquet").unlink(missing_ok=True)
+            raise cli.StageError(f"no usable source in {args.sources} ({len(failures)} failed: see the warnings "
+                                 f"above and {out}/failures.json)")
         if failures and len(failures) / attempted > opts.max_failed_share:
             raise cli.StageError(
-                f"{len(failures)} of {attempted} sources failed, more than download.max_failed_share="
+                f"{len(failures)} of {attempted} items failed, more than download.max_failed_share="
                 f"{opts.max_failed_share}; fix or remove them in {args.sources} (reasons in {out}/failures.json)"
             )
         manifest.write(pd.DataFrame(rows), out / "manifest.parquet", "sources")
         hours = sum(r["duration_s"] for r in rows) / 3600
-        _LOGGER.info("download: %d item(s) kept, %d failed, %.2f h of audio -> %s", len(rows), len(failures), hours, out)
+        _LOGGER.info("download: %d item(s), %.2f h of audio (%d fetched now, %d kept from the last run, %d removed), "
+                     "%d failed -> %s", len(rows), hours, counts["fetched"], counts["kept"], counts["removed"],
+                     len(failures), out)
 
     return cli.run("download", body, args.debug)
 

@@ -7,7 +7,9 @@ Writes: <out>/wavs/<clip_id>.wav        16-bit PCM mono at common.sample_rate_hz
                                         (relative to <out>), start_s, end_s (in the
                                         source), duration_s, sample_rate,
                                         loudness_lufs (before normalisation), peak
-                                        (before), clipped_share (samples at full scale)
+                                        (before), clipped_share (samples at full scale),
+                                        source_text (the dataset's transcript when a
+                                        Parquet row became exactly one clip, else "")
 Params: common.sample_rate_hz, segment.* (the cut policy; see voicemill/segment.py)
 Usage:  python -m stages.segment [--raw data/raw] [--out data/clips]
 """
@@ -45,13 +47,16 @@ def segment(raw_dir: Path, out_dir: Path, rate: int, opts: params.SegmentParams)
             continue
         clips, n_dropped = segment_audio(samples, rate, policy, opts.target_lufs)
         dropped += n_dropped
+        # A dataset row that stays one clip keeps the dataset's own transcript.
+        text = str(getattr(src, "text", "") or "")
+        source_text = text if text and len(clips) == 1 else ""
         for i, (start, end, clip, measures) in enumerate(clips):
             clip_id = f"{src.source_id}_{i:04d}"
             path = f"wavs/{clip_id}.wav"
             write_wav(out_dir / path, clip, rate)
             rows.append({"clip_id": clip_id, "source_id": src.source_id, "path": path, "start_s": round(start, 3),
                          "end_s": round(end, 3), "duration_s": round(len(clip) / rate, 3), "sample_rate": rate,
-                         **measures})
+                         "source_text": source_text, **measures})
     if not rows:
         raise cli.StageError(f"no clip was cut from the {len(sources)} source(s) in {raw_dir} "
                              f"({len(failed)} unreadable); check the audio, or lower segment.vad_aggressiveness")

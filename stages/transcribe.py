@@ -6,7 +6,9 @@ Writes: <out>/manifest.parquet   one row per clip: clip_id, text, language,
                                  mean token log-probability), avg_logprob,
                                  no_speech_prob, compression_ratio, words (JSON
                                  list of {word, start_s, end_s, probability},
-                                 times within the clip), model, beam_size
+                                 times within the clip), model, beam_size,
+                                 text_source ("asr", or "dataset" when a Parquet
+                                 dataset's own transcript was kept)
 Params: common.language, transcribe.model, transcribe.device,
         transcribe.compute_type, transcribe.beam_size, transcribe.cpu_threads
 Usage:  python -m stages.transcribe [--clips data/clips] [--out data/transcripts]
@@ -41,10 +43,19 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
             _LOGGER.warning("skipped %s: %s", clip.clip_id, e)
             failed.append(clip.clip_id)
             continue
+        source_text = str(getattr(clip, "source_text", "") or "")
+        if source_text:
+            # The dataset brought its own transcript for this clip: keep it, no ASR.
+            rows.append({"clip_id": clip.clip_id, "text": source_text, "language": language,
+                         "language_probability": 1.0, "avg_logprob": 0.0, "confidence": 1.0,
+                         "no_speech_prob": 0.0, "compression_ratio": 0.0, "words": "[]", "model": "",
+                         "beam_size": 0, "text_source": "dataset"})
+            continue
         audio = soxr.resample(samples, rate, asr.ASR_RATE) if rate != asr.ASR_RATE else samples
         result = asr.transcribe(model, audio, language, opts.beam_size)
         result["words"] = json.dumps(result["words"])
-        rows.append({"clip_id": clip.clip_id, **result, "model": opts.model, "beam_size": opts.beam_size})
+        rows.append({"clip_id": clip.clip_id, **result, "model": opts.model, "beam_size": opts.beam_size,
+                     "text_source": "asr"})
     if not rows:
         raise cli.StageError(f"no clip in {clips_dir} could be read; rerun 'dvc repro segment'")
     with atomic_dir(out_dir) as tmp:

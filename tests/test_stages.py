@@ -35,7 +35,7 @@ def test_sources_error_names_the_entry(tmp_path, write_params, capsys):
     sources = tmp_path / "sources.yaml"
     sources.write_text("sources:\n  - source: gone.wav\n")
     code = download.main(["--params", str(write_params({})), "--sources", str(sources), "--out", str(tmp_path / "raw")])
-    assert code == 1 and "entry 1: 'gone.wav'" in capsys.readouterr().err
+    assert code == 1 and "line 2: 'gone.wav'" in capsys.readouterr().err
 
 
 def test_all_sources_broken_fails(tmp_path, write_params, capsys):
@@ -208,3 +208,24 @@ def test_score_a_folder_of_wavs_with_clap_twice(chain, piper_voice, tmp_path):
     assert metrics["intelligibility"]["wer"] <= 0.25  # the Piper voice is understood
     assert metrics["quality"]["distillmos"] > 3.5
     assert metrics["speaker"]["similarity"] > 0.8  # the demo is the Piper voice
+
+
+def test_dataset_parquet_goes_back_in_as_a_source_with_its_transcripts(chain, tmp_path, write_params):
+    """build_dataset's Hugging Face-layout Parquet is a valid Parquet source; its texts skip ASR."""
+    import pyarrow.parquet as pq
+
+    root, _, _ = chain
+    table = pq.read_table(root / "dataset" / "dataset.parquet")
+    assert table.column_names == ["audio", "text", "raw_text", "speaker_id", "split"]
+    n = min(2, table.num_rows)
+    pq.write_table(table.slice(0, n), tmp_path / "subset.parquet")
+    (tmp_path / "sources.yaml").write_text("sources:\n  - source: subset.parquet\n")
+    params = write_params({"segment": {"min_duration_s": 0.5}})
+    p = ["--params", str(params)]
+    assert download.main(p + ["--sources", str(tmp_path / "sources.yaml"), "--out", str(tmp_path / "raw")]) == 0
+    assert segment.main(p + ["--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "clips")]) == 0
+    assert transcribe.main(p + ["--clips", str(tmp_path / "clips"), "--out", str(tmp_path / "tr")]) == 0
+    tr = pd.read_parquet(tmp_path / "tr" / "manifest.parquet")
+    kept = tr[tr["text_source"] == "dataset"]
+    assert len(kept) >= 1
+    assert set(kept["text"]) <= set(table.column("text").to_pylist()[:n])

@@ -7,6 +7,7 @@ Layout written into ``out_dir``::
     metadata_train.csv       the training split, same format
     metadata_val.csv         the validation split, same format
     manifest.parquet         one row per kept clip (schema "dataset")
+    dataset.parquet          the same clips in the Hugging Face audio layout
 
 coqui-tts's ``ljspeech`` formatter reads the third column, so the normalised
 text is what the voice learns. The split is seeded and sorted by clip id, so it
@@ -84,6 +85,35 @@ def write_metadata(path: Path, rows: pd.DataFrame) -> None:
                 f.write(f"{r.clip_id}|{clean_for_csv(r.text)}|{clean_for_csv(r.normalized)}\n")
 
 
+def write_hf_parquet(rows: pd.DataFrame, root: Path, path: Path, batch_rows: int = 64) -> None:
+    """The dataset as Parquet in the Hugging Face audio layout (also CoRal's).
+
+    Columns: ``audio`` (struct of ``bytes`` and ``path``), ``text`` (normalised),
+    ``raw_text``, ``speaker_id``, ``split``. Loads with
+    ``datasets.load_dataset("parquet", data_files=...)`` and goes back into
+    voicemill as a Parquet source. Written in row groups, so memory stays small.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    audio_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("audio", audio_type), ("text", pa.string()), ("raw_text", pa.string()),
+                        ("speaker_id", pa.string()), ("split", pa.string())])
+    speakers = rows["speaker"] if "speaker" in rows else pd.Series("", index=rows.index)
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for start in range(0, len(rows), batch_rows):
+                chunk = rows.iloc[start : start + batch_rows]
+                writer.write_table(pa.table({
+                    "audio": pa.array([{"bytes": (root / w).read_bytes(), "path": Path(w).name} for w in chunk["wav"]],
+                                      type=audio_type),
+                    "text": chunk["normalized"].tolist(),
+                    "raw_text": chunk["text"].tolist(),
+                    "speaker_id": [str(s or "") for s in speakers.iloc[start : start + batch_rows]],
+                    "split": chunk["split"].tolist(),
+                }, schema=schema))
+
+
 def build_dataset(clips: pd.DataFrame, clips_dir: Path, transcripts: pd.DataFrame, out_dir: Path,
                   opts: DatasetOptions) -> dict:
     """Join, normalise, filter, split and write; returns a summary dict."""
@@ -109,6 +139,7 @@ def build_dataset(clips: pd.DataFrame, clips_dir: Path, transcripts: pd.DataFram
     write_metadata(out_dir / "metadata_train.csv", kept[kept["split"] == "train"])
     write_metadata(out_dir / "metadata_val.csv", kept[kept["split"] == "val"])
     manifest.write(kept, out_dir / "manifest.parquet", "dataset")
+    write_hf_parquet(kept, out_dir, out_dir / "dataset.parquet")
     return {
         "clips": int(len(kept)),
         "train": int((kept["split"] == "train").sum()),

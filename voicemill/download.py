@@ -1,110 +1,73 @@
-"""Sources: read the sources list, fetch every source, record provenance.
+"""Fetch every source into one folder, incrementally, and record provenance.
 
-A sources file (``sources.yaml``) lists what to turn into a voice::
+Each item (a demo episode, a local file, a video, a Parquet row) gets a stable
+id and becomes ``<out>/<id>.wav`` (16-bit PCM, original rate and channels)
+plus one row of the ``sources`` manifest. Ids are derived from what defines the
+item: a local file's content hash, a URL (and trim), a Parquet file's content
+hash and row, the demo's text and seed.
 
-    sources:
-      - source: demo                      # the bundled demo corpus (no network)
-      - source: recordings/interview.m4a  # a local file, or a folder of media
-        speaker: alice
-      - source: https://www.youtube.com/watch?v=...   # anything yt-dlp fetches
-        license: CC-BY
+Incremental runs: the download stage's output folder persists between runs
+(DVC ``persist: true``). An item whose id and fingerprint are in the previous
+manifest and whose WAV is still there with the recorded size and sha256 is
+kept as it is, without touching the network: adding one URL to a list of 200
+downloads one item. A single-video URL that was fetched before is not even
+asked for again; a playlist or channel is re-listed (one cheap request) so
+that new videos are found. Items whose source left the sources file are
+deleted from the folder and the manifest.
 
-Optional fields per entry: ``title``, ``speaker``, ``language``, ``license``.
-Relative paths are taken from the directory of the sources file.
+Failures: a source or item that fails is skipped, and reported with its
+sources-file line and reason (log, ``failures.json``); the caller decides
+whether too much failed. Every file is written under a temporary name and
+renamed when complete, and the manifest is written last, so an interrupted
+run leaves nothing that a later run mistakes for a finished item.
 
-Each fetched item becomes ``<out_dir>/<source_id>.wav`` (16-bit PCM, original
-rate and channels) and one row of the ``sources`` manifest. A source that
-fails is logged, listed in the manifest's companion ``failures.json`` with its
-reason, and skipped; the stage fails only when nothing usable is left or the
-failed share exceeds ``max_failed_share``.
+Credentials: a cookies file is taken from the environment
+(``VOICEMILL_COOKIES_FILE``), handed to yt-dlp, and never written to the
+manifest, the logs or any output.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
-import re
+import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
-import yaml
+import pandas as pd
 
 from voicemill.audio import AudioError, probe, require_ffmpeg
 from voicemill.fsutil import atomic_path
-from voicemill.errors import VoicemillError
+from voicemill.sources import Source, SourcesError
 
 _LOGGER = logging.getLogger(__name__)
 
 MEDIA_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".mp4", ".mkv", ".webm", ".mov"}
-ENTRY_KEYS = {"source", "title", "speaker", "language", "license"}
-
-
-class SourcesError(VoicemillError, ValueError):
-    """The sources file is malformed; the message names the entry and the fix."""
+COOKIES_ENV = "VOICEMILL_COOKIES_FILE"
+PARQUET_BATCH_ROWS = 32
 
 
 @dataclass(frozen=True)
-class Source:
-    kind: str  # "demo", "file" or "url"
-    origin: str  # "demo", an absolute path, or a URL
-    line: int  # entry number in the sources file (1-based), for messages
-    meta: dict = field(default_factory=dict)
+class FetchOptions:
+    seed: int = 1234
+    timeout_s: float = 600.0
+    retries: int = 3
+    backoff_s: float = 2.0
+    rate_limit: str = ""
+    quiet: bool = True
 
 
-def read_sources(path: Path) -> list[Source]:
-    """Parse and check a sources file; every problem names the entry number."""
-    path = Path(path)
-    if not path.exists():
-        raise SourcesError(f"{path}: sources file not found; create it (see README, 'Your own sources')")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SourcesError(f"{path}: not valid YAML: {e}") from e
-    entries = data.get("sources") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise SourcesError(f"{path}: expected a non-empty list under 'sources:'")
-    out: list[Source] = []
-    seen: dict[str, int] = {}
-    problems = []
-    for i, entry in enumerate(entries, 1):
-        if isinstance(entry, str):
-            entry = {"source": entry}
-        if not isinstance(entry, dict) or "source" not in entry:
-            problems.append(f"entry {i}: expected a mapping with a 'source' key, got {entry!r}")
-            continue
-        unknown = set(entry) - ENTRY_KEYS
-        if unknown:
-            problems.append(f"entry {i}: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(ENTRY_KEYS))}")
-            continue
-        raw = str(entry["source"]).strip()
-        meta = {k: str(v) for k, v in entry.items() if k != "source"}
-        if raw == "demo":
-            src = Source("demo", "demo", i, meta)
-        elif re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", raw):
-            parsed = urlparse(raw)
-            if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                problems.append(f"entry {i}: {raw!r} is not an http(s) URL")
-                continue
-            src = Source("url", raw, i, meta)
-        else:
-            p = Path(raw).expanduser()
-            p = p if p.is_absolute() else (path.parent / p)
-            if not p.exists():
-                problems.append(f"entry {i}: {raw!r}: no such file or folder (relative paths start at {path.parent})")
-                continue
-            src = Source("file", str(p.resolve()), i, meta)
-        if src.origin in seen:
-            problems.append(f"entry {i}: duplicate of entry {seen[src.origin]} ({raw})")
-            continue
-        seen[src.origin] = i
-        out.append(src)
-    if problems:
-        raise SourcesError(f"{path}: " + "; ".join(problems))
-    return out
+class ItemError(RuntimeError):
+    """One item failed; the message says why."""
+
+
+# ----------------------------------------------------------------- helpers
 
 
 def sha256_file(path: Path) -> str:
@@ -115,146 +78,390 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def to_wav(src: Path, dst: Path) -> None:
-    """Extract the audio of any media file to 16-bit PCM WAV (original rate/channels)."""
+def short_hash(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
+def to_wav(src: Path, dst: Path, start_s: float | None = None, end_s: float | None = None) -> None:
+    """Extract the audio of any media file to 16-bit PCM WAV (original rate and channels), streaming."""
+    trim = []
+    if start_s is not None:
+        trim += ["-ss", f"{start_s:.3f}"]
+    if end_s is not None:
+        trim += ["-to", f"{end_s:.3f}"]
     with atomic_path(dst) as tmp:
-        cmd = [require_ffmpeg(), "-nostdin", "-v", "error", "-y", "-i", str(src), "-vn", "-acodec", "pcm_s16le",
-               "-f", "wav", str(tmp)]
+        cmd = [require_ffmpeg(), "-nostdin", "-v", "error", "-y", *trim, "-i", str(src), "-vn", "-map", "0:a:0",
+               "-acodec", "pcm_s16le", "-f", "wav", str(tmp)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise AudioError(f"{src}: ffmpeg could not read its audio: {proc.stderr.strip().splitlines()[-1:] or '?'}")
+            last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+            raise AudioError(f"{src}: ffmpeg could not read its audio ({last})")
+        if tmp.stat().st_size <= 44:
+            raise AudioError(f"{src}: no audio in the requested range")
 
 
-def expand_files(src: Source) -> list[Path]:
-    path = Path(src.origin)
+def expand_folder(path: Path, line: int) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
         if not files:
-            raise SourcesError(f"entry {src.line}: folder {path} holds no media files ({', '.join(sorted(MEDIA_SUFFIXES))})")
+            raise SourcesError(f"line {line}: folder {path} holds no media files ({', '.join(sorted(MEDIA_SUFFIXES))})")
         return files
     return [path]
 
 
-def _row(source_id: str, src: Source, origin: str, title: str, audio: Path, out_dir: Path, **extra) -> dict:
+def finish_row(out_dir: Path, source_id: str, src: Source, fingerprint: str, **fields) -> dict:
+    """Probe the written WAV and build its manifest row."""
+    audio = out_dir / f"{source_id}.wav"
     info = probe(audio)
     if info["duration_s"] <= 0:
-        raise AudioError(f"{origin}: the audio is empty")
-    return {
+        raise AudioError(f"{fields.get('origin', source_id)}: the audio is empty")
+    row = {
         "source_id": source_id,
         "kind": src.kind,
-        "origin": origin,
-        "title": src.meta.get("title") or title,
-        "channel": extra.pop("channel", ""),
-        "license": src.meta.get("license") or extra.pop("license", "") or "",
+        "entry": f"{src.origin}|{src.trim}",
+        "origin": src.origin,
+        "title": src.meta.get("title") or "",
+        "channel": "",
+        "upload_date": "",
+        "playlist": "",
+        "license": src.meta.get("license", ""),
         "speaker": src.meta.get("speaker", ""),
         "language": src.meta.get("language", ""),
-        "audio_path": audio.relative_to(out_dir).as_posix(),
+        "text": "",
+        "subtitles": "[]",
+        "truth_path": "",
+        "start_s": src.start_s if src.start_s is not None else float("nan"),
+        "end_s": src.end_s if src.end_s is not None else float("nan"),
+    }
+    row.update({k: v for k, v in fields.items() if v not in (None, "") or k not in row})
+    row.update({
+        "audio_path": audio.name,
         "duration_s": info["duration_s"],
         "sample_rate": info["sample_rate"],
         "channels": info["channels"],
+        "size_bytes": audio.stat().st_size,
         "sha256": sha256_file(audio),
-        "truth_path": extra.pop("truth_path", ""),
+        "fingerprint": fingerprint,
         "downloaded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    })
+    return row
 
 
-def fetch_demo(src: Source, out_dir: Path, seed: int) -> list[dict]:
-    from voicemill.demo import generate_demo
+# ----------------------------------------------------------- previous run
 
-    rows = []
-    for truth in generate_demo(out_dir, seed=seed):
-        name = truth["episode"]
-        audio = out_dir / f"{name}.wav"
-        final = out_dir / f"demo-{name}.wav"
-        audio.replace(final)
-        truth_file = out_dir / f"{name}.truth.json"
-        truth_final = out_dir / f"demo-{name}.truth.json"
-        truth_file.replace(truth_final)
-        rows.append(_row(f"demo-{name}", src, f"demo:{name}", truth["title"], final, out_dir,
-                         license="CC0 (synthesized by the joe Piper voice)", channel="voicemill demo",
-                         truth_path=truth_final.name))
+
+class Previous:
+    """The items of the previous run that are still intact on disk."""
+
+    def __init__(self, out_dir: Path):
+        self.rows: dict[str, dict] = {}
+        path = out_dir / "manifest.parquet"
+        if not path.exists():
+            return
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # noqa: BLE001 - a broken manifest only costs a re-download
+            _LOGGER.warning("%s unreadable (%s); every source is fetched again", path, e)
+            return
+        for row in df.to_dict("records"):
+            audio = out_dir / str(row.get("audio_path", ""))
+            if audio.exists() and audio.stat().st_size == row.get("size_bytes") and sha256_file(audio) == row["sha256"]:
+                self.rows[row["source_id"]] = row
+            else:
+                _LOGGER.info("%s: missing or changed on disk; fetched again", row["source_id"])
+
+    def get(self, source_id: str, fingerprint: str) -> dict | None:
+        row = self.rows.get(source_id)
+        return row if row is not None and row.get("fingerprint") == fingerprint else None
+
+    def of_entry(self, src: Source) -> list[dict]:
+        key = f"{src.origin}|{src.trim}"
+        return [r for r in self.rows.values() if r.get("entry") == key]
+
+
+# ------------------------------------------------------------------ kinds
+
+
+def fetch_demo(src: Source, out_dir: Path, opts: FetchOptions, previous: Previous) -> list[dict]:
+    from voicemill.demo import EPISODES, load_voice, write_episode
+
+    rows, voice = [], None
+    for episode in EPISODES:
+        source_id = f"demo-{episode.name}"
+        fingerprint = short_hash("demo", str(opts.seed), episode.title, *episode.sentences)
+        kept = previous.get(source_id, fingerprint)
+        if kept is not None and (out_dir / kept["truth_path"]).exists():
+            rows.append(kept)
+            continue
+        voice = voice or load_voice()
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".tmp-demo-") as tmp:
+            truth = write_episode(voice, episode, Path(tmp), opts.seed)
+            os.replace(Path(tmp) / f"{episode.name}.truth.json", out_dir / f"{source_id}.truth.json")
+            os.replace(Path(tmp) / f"{episode.name}.wav", out_dir / f"{source_id}.wav")
+        rows.append(finish_row(out_dir, source_id, src, fingerprint, title=truth["title"], channel="voicemill demo",
+                               license="CC0 (synthesized by the joe Piper voice)", language="en",
+                               truth_path=f"{source_id}.truth.json"))
+        _LOGGER.info("fetched %s (demo episode, %.1f s)", source_id, truth["duration_s"])
     return rows
 
 
-def fetch_file(src: Source, path: Path, out_dir: Path) -> dict:
-    source_id = f"file-{sha256_file(path)[:12]}"
-    wav = out_dir / f"{source_id}.wav"
-    to_wav(path, wav)
-    return _row(source_id, src, str(path), path.stem, wav, out_dir)
+def fetch_files(src: Source, out_dir: Path, previous: Previous, failures: list) -> list[dict]:
+    rows = []
+    for path in expand_folder(Path(src.origin), src.line):
+        try:
+            content = sha256_file(path)
+            source_id = f"file-{short_hash(content, src.trim)}"
+            fingerprint = short_hash(content, src.trim)
+            kept = previous.get(source_id, fingerprint)
+            if kept is None:
+                to_wav(path, out_dir / f"{source_id}.wav", src.start_s, src.end_s)
+                kept = finish_row(out_dir, source_id, src, fingerprint, origin=str(path),
+                                  title=src.meta.get("title") or path.stem)
+                _LOGGER.info("fetched %s from %s", source_id, path)
+            rows.append(kept)
+        except (AudioError, OSError) as e:
+            _LOGGER.warning("skipped %s (line %d): %s", path, src.line, e)
+            failures.append({"line": src.line, "origin": str(path), "reason": str(e)})
+    return rows
 
 
-def fetch_url(src: Source, out_dir: Path, timeout_s: float, retries: int, quiet: bool = True) -> dict:
-    """Download one URL with yt-dlp, best audio extracted to WAV."""
+def _transient(error: Exception) -> bool:
+    text = str(error)
+    return any(s in text for s in ("HTTP Error 429", "HTTP Error 5", "timed out", "Timeout", "Connection", "Temporary"))
+
+
+def _ydl_options(opts: FetchOptions, outtmpl: str, subtitles: tuple[str, ...] = (), flat: bool = False) -> dict:
+    o = {
+        "quiet": opts.quiet,
+        "no_warnings": opts.quiet,
+        "noprogress": True,
+        "socket_timeout": opts.timeout_s,
+        "retries": 0,  # retried here, with backoff, around the whole item
+        "extractor_retries": 0,
+        "outtmpl": outtmpl,
+        "noplaylist": not flat,
+    }
+    if flat:
+        o["extract_flat"] = "in_playlist"
+    else:
+        o["format"] = "bestaudio/best"
+        o["postprocessors"] = [{"key": "FFmpegExtractAudio", "preferredcodec": "wav"}]
+    if subtitles:
+        o.update({"writesubtitles": True, "writeautomaticsub": False, "subtitleslangs": list(subtitles),
+                  "subtitlesformat": "vtt/best"})
+    if opts.rate_limit:
+        o["ratelimit"] = _rate(opts.rate_limit)
+    cookies = os.environ.get(COOKIES_ENV)
+    if cookies:
+        if not Path(cookies).exists():
+            raise SourcesError(f"{COOKIES_ENV} names a cookies file that does not exist")
+        o["cookiefile"] = cookies
+    return o
+
+
+def _rate(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = text.strip().lower().rstrip("b")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(float(text))
+
+
+def _with_retries(what: str, fn, opts: FetchOptions):
     import yt_dlp
 
-    source_id = f"url-{hashlib.sha256(src.origin.encode()).hexdigest()[:12]}"
-    work = out_dir / f".tmp-{source_id}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    opts = {
-        "format": "bestaudio/best",
-        "outtmpl": str(work / "audio.%(ext)s"),
-        "noplaylist": True,
-        "quiet": quiet,
-        "no_warnings": quiet,
-        "noprogress": True,
-        "retries": retries,
-        "fragment_retries": retries,
-        "socket_timeout": timeout_s,
-        "postprocessors": [{"key": "FFmpegExtractAudio", "preferredcodec": "wav"}],
-    }
+    for attempt in range(opts.retries + 1):
+        try:
+            return fn()
+        except yt_dlp.utils.DownloadError as e:
+            if attempt == opts.retries or not _transient(e):
+                raise ItemError(f"{what}: {str(e).replace('ERROR: ', '')}") from e
+            wait = opts.backoff_s * 2**attempt
+            _LOGGER.info("%s: %s; retrying in %.1f s (%d/%d)", what, str(e).replace("ERROR: ", ""), wait,
+                         attempt + 1, opts.retries)
+            time.sleep(wait)
+
+
+def list_url(src: Source, opts: FetchOptions) -> tuple[list[str], str]:
+    """The video URLs of a URL entry (itself, or a playlist's or channel's entries) and the playlist title."""
+    import yt_dlp
+
+    def flat():
+        with yt_dlp.YoutubeDL(_ydl_options(opts, "%(id)s", flat=True)) as ydl:
+            return ydl.extract_info(src.origin, download=False)
+
+    info = _with_retries(src.origin, flat, opts) or {}
+    if info.get("_type") in ("playlist", "multi_video") and info.get("entries") is not None:
+        urls = [e.get("url") or e.get("webpage_url") for e in info["entries"] if e]
+        return [u for u in urls if u], info.get("title") or src.origin
+    return [src.origin], ""
+
+
+def fetch_video(url: str, src: Source, out_dir: Path, opts: FetchOptions, playlist: str) -> dict:
+    import yt_dlp
+
+    source_id = f"url-{short_hash(url, src.trim)}"
+    work = Path(tempfile.mkdtemp(prefix=f".tmp-{source_id}-", dir=out_dir))
     try:
-        with yt_dlp.YoutubeDL(opts) as ydl:
-            info = ydl.extract_info(src.origin, download=True)
-        produced = sorted(work.glob("audio.wav"))
-        if not produced:
-            raise AudioError(f"{src.origin}: yt-dlp produced no audio")
-        wav = out_dir / f"{source_id}.wav"
-        produced[0].replace(wav)
-        return _row(source_id, src, src.origin, info.get("title") or source_id, wav, out_dir,
-                    channel=info.get("channel") or info.get("uploader") or "", license=info.get("license") or "")
-    except yt_dlp.utils.DownloadError as e:
-        raise AudioError(f"{src.origin}: download failed: {e}") from e
+        def download():
+            with yt_dlp.YoutubeDL(_ydl_options(opts, str(work / "audio.%(ext)s"), src.subtitles)) as ydl:
+                return ydl.extract_info(url, download=True)
+
+        info = _with_retries(url, download, opts) or {}
+        produced = work / "audio.wav"
+        if not produced.exists():
+            raise ItemError(f"{url}: yt-dlp produced no audio")
+        to_wav(produced, out_dir / f"{source_id}.wav", src.start_s, src.end_s)
+        subs = []
+        for vtt in sorted(work.glob("audio.*.vtt")):
+            lang = vtt.name[len("audio."):-len(".vtt")]
+            target = out_dir / f"{source_id}.{lang}.vtt"
+            os.replace(vtt, target)
+            subs.append(target.name)
+        if src.subtitles and not subs:
+            _LOGGER.info("%s: no human-made subtitles in %s", url, ", ".join(src.subtitles))
+        return finish_row(out_dir, source_id, src, short_hash(url, src.trim), origin=url,
+                          title=src.meta.get("title") or info.get("title") or source_id,
+                          channel=info.get("channel") or info.get("uploader") or "",
+                          upload_date=info.get("upload_date") or "", playlist=playlist,
+                          license=src.meta.get("license") or info.get("license") or "",
+                          subtitles=json.dumps(subs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def download(sources: list[Source], out_dir: Path, seed: int, timeout_s: float, retries: int,
-             quiet: bool = True) -> tuple[list[dict], list[dict]]:
-    """Fetch every source into ``out_dir``; returns (rows, failures).
+def fetch_urls(src: Source, out_dir: Path, opts: FetchOptions, previous: Previous, failures: list) -> list[dict]:
+    known = previous.of_entry(src)
+    if known and not any(r.get("playlist") for r in known):
+        return known  # a single video fetched before: no request at all
+    urls, playlist = list_url(src, opts)
+    rows = []
+    for url in urls:
+        source_id = f"url-{short_hash(url, src.trim)}"
+        kept = previous.get(source_id, short_hash(url, src.trim))
+        if kept is not None:
+            rows.append(kept)
+            continue
+        try:
+            rows.append(fetch_video(url, src, out_dir, opts, playlist))
+            _LOGGER.info("fetched %s from %s", source_id, url)
+        except (ItemError, AudioError, OSError) as e:
+            _LOGGER.warning("skipped %s (line %d): %s", url, src.line, e)
+            failures.append({"line": src.line, "origin": url, "reason": str(e)})
+    return rows
 
-    A failing item is logged and recorded in ``failures`` with its reason; the
-    others go on.
+
+def fetch_parquet(src: Source, out_dir: Path, previous: Previous, failures: list) -> list[dict]:
+    """Rows of Parquet speech datasets (``audio`` struct of bytes/path, optional ``text``, ``speaker_id``)."""
+    import pyarrow.parquet as pq
+
+    root = Path(src.origin)
+    files = sorted(root.rglob("*.parquet")) if root.is_dir() else [root]
+    rows = []
+    for path in files:
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds
+            raise ItemError(f"{path}: not a readable Parquet file ({e})") from e
+        names = set(pf.schema_arrow.names)
+        if "audio" not in names:
+            raise ItemError(f"{path}: no 'audio' column (expected a struct of bytes/path, as in CoRal and "
+                            f"Hugging Face audio datasets); columns are {', '.join(sorted(names))}")
+        content = sha256_file(path)
+        columns = [c for c in ("audio", "text", "speaker_id") if c in names]
+        index = 0
+        # Row groups are streamed in small batches, so a multi-GB dataset never sits in memory.
+        for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+            for record in batch.to_pylist():
+                row_no, index = index, index + 1
+                source_id = f"pq-{content[:12]}-{row_no:06d}"
+                fingerprint = short_hash(content, str(row_no), src.trim)
+                kept = previous.get(source_id, fingerprint)
+                if kept is not None:
+                    rows.append(kept)
+                    continue
+                try:
+                    rows.append(_parquet_row(record, path, row_no, source_id, fingerprint, src, out_dir))
+                except (AudioError, ItemError, OSError) as e:
+                    _LOGGER.warning("skipped %s row %d (line %d): %s", path.name, row_no, src.line, e)
+                    failures.append({"line": src.line, "origin": f"{path}#row={row_no}", "reason": str(e)})
+    return rows
+
+
+def _parquet_row(record: dict, path: Path, row_no: int, source_id: str, fingerprint: str, src: Source,
+                 out_dir: Path) -> dict:
+    audio = record.get("audio") or {}
+    data, name = audio.get("bytes"), audio.get("path")
+    if data:
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".tmp-pq-", suffix=Path(name or "a.wav").suffix) as f:
+            f.write(data)
+            f.flush()
+            to_wav(Path(f.name), out_dir / f"{source_id}.wav", src.start_s, src.end_s)
+    elif name and (path.parent / name).exists():
+        to_wav(path.parent / name, out_dir / f"{source_id}.wav", src.start_s, src.end_s)
+    else:
+        raise ItemError(f"row {row_no} has neither audio bytes nor a readable audio path ({name!r})")
+    return finish_row(out_dir, source_id, src, fingerprint, origin=f"{path}#row={row_no}",
+                      title=src.meta.get("title") or f"{path.stem} row {row_no}", text=record.get("text") or "",
+                      speaker=src.meta.get("speaker") or str(record.get("speaker_id") or ""))
+
+
+# ------------------------------------------------------------------- main
+
+
+def download(sources: list[Source], out_dir: Path, opts: FetchOptions) -> tuple[list[dict], list[dict], dict]:
+    """Fetch every source into ``out_dir``; returns (rows, failures, counts).
+
+    ``counts`` says how many items were kept from the previous run, fetched
+    now, and removed because their source left the list.
     """
     from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = Previous(out_dir)
     rows: list[dict] = []
     failures: list[dict] = []
     for src in tqdm(sources, desc="download", unit="source", disable=None):
         try:
             if src.kind == "demo":
-                rows.extend(fetch_demo(src, out_dir, seed))
+                rows.extend(fetch_demo(src, out_dir, opts, previous))
             elif src.kind == "file":
-                for path in expand_files(src):
-                    try:
-                        rows.append(fetch_file(src, path, out_dir))
-                    except AudioError as e:
-                        _LOGGER.warning("skipped %s: %s", path, e)
-                        failures.append({"entry": src.line, "origin": str(path), "reason": str(e)})
+                rows.extend(fetch_files(src, out_dir, previous, failures))
             elif src.kind == "url":
-                rows.append(fetch_url(src, out_dir, timeout_s, retries, quiet))
+                rows.extend(fetch_urls(src, out_dir, opts, previous, failures))
+            elif src.kind == "parquet":
+                rows.extend(fetch_parquet(src, out_dir, previous, failures))
             else:
-                raise SourcesError(f"entry {src.line}: unknown source kind {src.kind!r}")
-        except (AudioError, SourcesError, OSError) as e:
-            _LOGGER.warning("skipped entry %d (%s): %s", src.line, src.origin, e)
-            failures.append({"entry": src.line, "origin": src.origin, "reason": str(e)})
-    seen = {}
-    unique = []
+                raise SourcesError(f"line {src.line}: unknown source kind {src.kind!r}")
+        except (AudioError, ItemError, SourcesError, OSError) as e:
+            _LOGGER.warning("skipped line %d (%s): %s", src.line, src.origin, e)
+            failures.append({"line": src.line, "origin": src.origin, "reason": str(e)})
+
+    unique: dict[str, dict] = {}
     for row in rows:
-        if row["source_id"] in seen:
-            _LOGGER.warning("%s has the same audio as %s; kept once", row["origin"], seen[row["source_id"]])
+        if row["source_id"] in unique:
+            _LOGGER.warning("%s has the same audio as %s; kept once", row["origin"], unique[row["source_id"]]["origin"])
             continue
-        seen[row["source_id"]] = row["origin"]
-        unique.append(row)
-    return unique, failures
+        unique[row["source_id"]] = row
+    kept_ids = set(unique)
+    removed = _remove_stale(out_dir, kept_ids)
+    fetched = sum(1 for sid in kept_ids if sid not in previous.rows)
+    counts = {"kept": len(kept_ids) - fetched, "fetched": fetched, "removed": removed}
+    return list(unique.values()), failures, counts
+
+
+def _remove_stale(out_dir: Path, keep: set[str]) -> int:
+    """Delete item files whose id is no longer listed; returns the number of items removed."""
+    removed = set()
+    for path in out_dir.iterdir():
+        if path.name in ("manifest.parquet", "failures.json"):
+            continue
+        item = path.name.split(".")[0]
+        if path.name.startswith(".tmp-"):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        elif item not in keep:
+            path.unlink()
+            removed.add(item)
+    for item in sorted(removed):
+        _LOGGER.info("removed %s: its source is no longer in the sources file", item)
+    return len(removed)

@@ -16,7 +16,8 @@ from voicemill.errors import VoicemillError
 
 #: Required columns per manifest kind, and the stage that writes it.
 SCHEMAS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "sources": ("download", ("source_id", "kind", "origin", "title", "audio_path", "duration_s", "sha256")),
+    "sources": ("download", ("source_id", "kind", "origin", "title", "channel", "upload_date", "license",
+                             "audio_path", "duration_s", "sha256", "downloaded_at")),
     "clips": ("segment", ("clip_id", "source_id", "path", "start_s", "end_s", "duration_s", "sample_rate",
                           "loudness_lufs", "peak", "clipped_share")),
     "transcripts": ("transcribe", ("clip_id", "text", "language", "language_probability", "confidence",

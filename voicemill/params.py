@@ -38,9 +38,13 @@ class DownloadParams:
     max_failed_share: float = 0.5
     """Fail the stage when more than this share of sources fails."""
     timeout_s: float = 600.0
-    """Per-item network timeout for URL sources."""
+    """Network timeout for URL sources: a stall this long fails the attempt."""
     retries: int = 3
-    """Retries for URL sources on network errors."""
+    """Retries of a URL item on network errors, HTTP 429 and 5xx (not on 404)."""
+    backoff_s: float = 2.0
+    """First wait before a retry; doubled at each further retry."""
+    rate_limit: str = ""
+    """Download rate limit for URL sources, e.g. '2M' (bytes/s); empty for none."""
 
 
 @dataclass(frozen=True)
