@@ -228,3 +228,21 @@ def test_parquet_dataset_rows_with_a_corrupt_one(tmp_path):
     assert [r["speaker"] for r in rows] == ["s1", "s1", "s2"]
     assert [round(r["duration_s"]) for r in rows] == [1, 2, 3]
     assert len(failures) == 1 and failures[0]["origin"].endswith("#row=3")
+
+
+def test_a_page_with_several_videos_is_expanded_like_a_playlist(tmp_path, server):
+    root, base, _ = server
+    for name in ("one.mp4", "two.mp4"):
+        ffmpeg_tone(root / name, extra=["-f", "lavfi", "-i", "color=c=black:s=64x64:d=2", "-shortest"])
+    (root / "list.html").write_text("<html><head><title>Two talks</title></head><body>"
+                                    "<video src='one.mp4'></video><video src='two.mp4'></video></body></html>")
+    out = tmp_path / "raw"
+    rows, failures, _ = download([Source("url", f"{base}/list.html", 2)], out, FAST)
+    assert not failures, failures
+    assert sorted(Path(r["origin"]).name for r in rows) == ["one.mp4", "two.mp4"]
+    assert {r["playlist"] for r in rows} == {"Two talks"}
+    _write_manifest(out, rows)
+    (root / "list.html").write_text("<html><head><title>Two talks</title></head><body><video src='one.mp4'>"
+                                    "</video><video src='two.mp4'></video><video src='one.mp4?v=3'></video></body></html>")
+    rows, _, counts = download([Source("url", f"{base}/list.html", 2)], out, FAST)
+    assert counts == {"kept": 2, "fetched": 1, "removed": 0}  # the list grew by one video
