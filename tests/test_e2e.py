@@ -42,6 +42,9 @@ def repo_copy(tmp_path_factory):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
     run(["git", "init", "-q"], dst, env)
+    # DVC's experiments commit through its own git backend: give the copy an identity of its own.
+    run(["git", "config", "user.name", "voicemill tests"], dst, env)
+    run(["git", "config", "user.email", "tests@voicemill.invalid"], dst, env)
     run(["git", "add", "-A"], dst, env)
     run(["git", "commit", "-qm", "copy"], dst, env)
     return dst, env
