@@ -96,6 +96,8 @@ class TrainParams:
     """Model size: 'tiny' (CPU demo and tests) or 'full' (the LJSpeech recipe, for GPUs)."""
     epochs: int = 10
     """Training epochs (each epoch is one pass over the training clips)."""
+    max_steps: int = 0
+    """Stop after this many optimiser steps (whichever of epochs and steps comes first); 0: no limit."""
     batch_size: int = 4
     lr: float = 0.0002
     """Learning rate of both the generator and the discriminator."""

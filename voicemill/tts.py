@@ -55,6 +55,7 @@ PRESETS: dict[str, dict] = {
 class TrainOptions:
     preset: str = "tiny"
     epochs: int = 10
+    max_steps: int = 0
     batch_size: int = 4
     lr: float = 0.0002
     use_phonemes: bool = False
@@ -153,6 +154,10 @@ def build_config(dataset_dir: Path, opts: TrainOptions, output_path: Path):
     )
 
 
+class _StepLimit(Exception):
+    """Raised from a step callback to end training at ``max_steps``."""
+
+
 class DVCLiveLogger:
     """A coqui-trainer dashboard logger that writes DVCLive metrics and plots."""
 
@@ -233,8 +238,16 @@ def train(dataset_dir: Path, out_dir: Path, live_dir: Path, opts: TrainOptions) 
                 train_samples=train_samples,
                 eval_samples=eval_samples,
                 dashboard_logger=DVCLiveLogger(live),
+                callbacks={"on_train_step_end": _stop_at(opts.max_steps)},
             )
-            trainer.fit()
+            try:
+                # Not trainer.fit(): it turns every exception into sys.exit(1) and
+                # hides the cause; _fit() lets errors (and the step limit) through.
+                trainer._fit()
+            except _StepLimit:
+                _LOGGER.info("reached train.max_steps=%d; a last evaluation pass", opts.max_steps)
+                trainer.keep_avg_eval = None
+                trainer.eval_epoch()
             steps = int(trainer.total_steps_done)
             eval_loss = {k: float(v) for k, v in (trainer.keep_avg_eval.avg_values if trainer.keep_avg_eval else {}).items()}
             live.summary = {"steps": steps, **{f"eval/{k}": v for k, v in eval_loss.items()}}
@@ -250,6 +263,13 @@ def train(dataset_dir: Path, out_dir: Path, live_dir: Path, opts: TrainOptions) 
                 "parameters": n_params, **{f"eval_{k}": v for k, v in eval_loss.items()}}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _stop_at(max_steps: int):
+    def callback(trainer) -> None:
+        if max_steps and trainer.total_steps_done >= max_steps:
+            raise _StepLimit
+    return callback
 
 
 def load_voice(voice_dir: Path):
