@@ -35,10 +35,10 @@ BACKENDS = ("resemblyzer", "whisper", "clap")
 class ResemblyzerBackend:
     name = "resemblyzer"
 
-    def __init__(self):
+    def __init__(self, encoder=None):
         from resemblyzer import VoiceEncoder
 
-        self.encoder = VoiceEncoder(device="cpu", verbose=False)
+        self.encoder = encoder or VoiceEncoder(device="cpu", verbose=False)
 
     def frames(self, audio: np.ndarray, rate: int) -> np.ndarray:
         wav = to_16k(audio, rate)
@@ -115,10 +115,10 @@ class ClapBackend:
 
 
 def make_backend(name: str, asr_model: str = "tiny.en", clap_model: str = "", num_threads: int = 2,
-                 whisper_model=None):
-    """A backend by name; ``whisper_model`` reuses an already loaded faster-whisper model."""
+                 whisper_model=None, speaker_encoder=None):
+    """A backend by name; ``whisper_model`` and ``speaker_encoder`` reuse models already loaded."""
     if name == "resemblyzer":
-        return ResemblyzerBackend()
+        return ResemblyzerBackend(speaker_encoder)
     if name == "whisper":
         return WhisperEncoderBackend(asr_model, num_threads, model=whisper_model)
     if name == "clap":

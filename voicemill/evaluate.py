@@ -184,7 +184,8 @@ def score_sets(sentences: list[tuple[str, str]], synth: dict[str, Clip], real: d
             metrics["fad"]["clap"] = {"available": 0}
             continue
         backend = clap if name == "clap" else embeddings.make_backend(
-            name, opts.asr_model, opts.clap_model, opts.num_threads, whisper_model=recognizer)
+            name, opts.asr_model, opts.clap_model, opts.num_threads, whisper_model=recognizer,
+            speaker_encoder=speakers.encoder)
         metrics["fad"][name] = embeddings.fad_report(backend, ordered_synth, ordered_real)
     return metrics, per_utt
 
