@@ -5,11 +5,13 @@ Reads:  the sources file (default sources.yaml; see voicemill/sources.py and the
         VOICEMILL_COOKIES_FILE (never copied into any output)
 Writes: <out>/<source_id>.wav            audio, 16-bit PCM, original rate and channels
         <out>/<source_id>.<lang>.vtt     human-made subtitles, when asked for
-        <out>/demo-*.truth.json          ground truth of the demo episodes
+        <out>/demo-*.truth.json          ground truth of the demo episodes (see voicemill/demo.py)
+        <out>/demo-reference.wav         the demo's reference recording of the target voice
         <out>/manifest.parquet           one row per item: source_id, kind, entry,
                                          origin (URL, path, or file#row=N), title,
                                          channel, upload_date, playlist, license,
-                                         speaker, language, text (Parquet datasets),
+                                         speaker, role (voice | reference), language,
+                                         text (Parquet datasets),
                                          subtitles (JSON list), truth_path, start_s,
                                          end_s, audio_path, duration_s, sample_rate,
                                          channels, size_bytes, sha256, fingerprint,

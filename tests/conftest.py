@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def piper_voice():
     from voicemill.demo import load_voice
 
-    return load_voice()
+    return load_voice(alignments=True)
 
 
 @pytest.fixture(scope="session")

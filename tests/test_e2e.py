@@ -65,6 +65,12 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
                        ("speaker", "similarity"), ("speed", "rtf_torch")):
         assert isinstance(metrics[group][key], float)
     assert metrics["intelligibility"]["wer_gt"] < 0.2
+    # Issue 4's goals, on the whole demo (the hard call-in episode included).
+    truth = json.loads((repo / "metrics" / "segment.json").read_text())["truth"]
+    assert truth["sentences_whole_share"] >= 0.97, truth
+    assert truth["boundary_error_median_ms"] <= 80, truth
+    assert truth["cuts_inside_words"] == 0, truth
+    assert truth["speaker_purity"] >= 0.98, truth
     dataset = json.loads((repo / "metrics" / "dataset.json").read_text())
     assert dataset["hours"] * 60 > 3.5  # the demo is over 4 minutes; VAD trims the pauses
 

@@ -1,10 +1,37 @@
-import numpy as np
-import pytest
+"""Segmentation: the cut policy, streaming, clip measures, speakers, and the check against ground truth."""
 
-from voicemill.audio import decode
-from voicemill.segment import CutPolicy, Region, merge_short, segment_audio, speech_regions
+import json
+
+import numpy as np
+import pyloudnorm
+import pytest
+from scipy.signal import butter, sosfilt
+
+from voicemill import demo, truth
+from voicemill.audio import read_wav, write_wav
+from voicemill.segment import (
+    ClipOptions,
+    CutPolicy,
+    Region,
+    bandwidth_hz,
+    consistency,
+    dominant_speaker,
+    merge_short,
+    reference_embedding,
+    score_speakers,
+    segment_source,
+    snr_db,
+    speech_regions,
+    true_peak,
+)
 
 RATE = 22050
+FAST = ClipOptions(dnsmos=False, speaker=False)
+
+
+def cut(path, out, policy=CutPolicy(), opts=FAST, source_id="src"):
+    (out / "wavs").mkdir(parents=True, exist_ok=True)
+    return segment_source(source_id, path, out, RATE, policy, opts)
 
 
 def test_policy_rejects_bad_frame():
@@ -28,45 +55,225 @@ def test_short_region_merges_with_close_neighbour_or_is_dropped():
     assert dropped == 1
 
 
-def test_cuts_keep_sentences_whole_and_split_long_ones(short_episode):
-    wav, truth = short_episode
-    samples = decode(wav, RATE)
+def test_cuts_keep_sentences_whole_split_long_ones_and_never_cut_words(short_episode, tmp_path):
+    wav, tr = short_episode
     policy = CutPolicy(max_duration_s=12.0)
-    clips, _ = segment_audio(samples, RATE, policy, target_lufs=-23.0)
-    spans = [(start, end) for start, end, _, _ in clips]
-    for start, end, clip, _ in clips:
-        assert end - start <= policy.max_duration_s + 2 * policy.padding_ms / 1000 + 0.05
-        assert clip.dtype == np.float32 and np.max(np.abs(clip)) <= 1.0
-    short = [s for s in truth["sentences"] if s["end_s"] - s["start_s"] <= policy.max_duration_s]
-    whole = [s for s in short if any(a <= s["start_s"] and s["end_s"] <= b for a, b in spans)]
-    assert len(whole) == len(short), (spans, short)
-    long = [s for s in truth["sentences"] if s["end_s"] - s["start_s"] > policy.max_duration_s]
+    res = cut(wav, tmp_path, policy)
+    spans = [(r["start_s"], r["end_s"]) for r in res.rows]
+    for r in res.rows:
+        clip, rate = read_wav(tmp_path / r["path"])
+        assert rate == RATE and abs(len(clip) / rate - r["duration_s"]) < 0.01
+        assert r["start_s"] <= r["speech_start_s"] < r["speech_end_s"] <= r["end_s"]
+    report = truth.compare(__import__("pandas").DataFrame(res.rows).assign(source_id="src"), {"src": tr},
+                           policy.max_duration_s)
+    assert report["sentences_whole_share"] == 1.0, report
+    assert report["cuts_inside_words"] == 0.0, report
+    assert report["boundary_error_median_ms"] <= 80
+    long = [s for s in tr["sentences"] if s["end_s"] - s["start_s"] > policy.max_duration_s]
     assert long, "the fixture must hold a sentence longer than max_duration_s"
     for s in long:
-        inside = [(a, b) for a, b in spans if a < s["end_s"] and b > s["start_s"]]
-        assert len(inside) >= 2  # split at an internal pause
+        assert len([1 for a, b in spans if a < s["end_s"] and b > s["start_s"]]) >= 2  # split at a pause
 
 
-def test_loudness_is_normalised(short_episode):
-    import pyloudnorm
+def test_streaming_blocks_do_not_change_the_clips(short_episode, tmp_path):
+    wav, _ = short_episode
+    small = cut(wav, tmp_path / "a", opts=ClipOptions(dnsmos=False, speaker=False, block_s=0.7))
+    large = cut(wav, tmp_path / "b", opts=ClipOptions(dnsmos=False, speaker=False, block_s=60))
+    assert [r["start_s"] for r in small.rows] == [r["start_s"] for r in large.rows]
+    assert [r["loudness_lufs"] for r in small.rows] == [r["loudness_lufs"] for r in large.rows]
+
+
+def test_stereo_48k_source_is_resampled_and_normalised(short_episode, tmp_path):
+    import soxr
 
     wav, _ = short_episode
-    samples = decode(wav, RATE) * 0.05  # a quiet recording
-    clips, _ = segment_audio(samples, RATE, CutPolicy(), target_lufs=-23.0)
+    mono, rate = read_wav(wav)
+    quiet = soxr.resample(mono * 0.05, rate, 48000)
+    import soundfile as sf
+
+    src = tmp_path / "stereo48k.flac"
+    sf.write(src, np.stack([quiet, quiet], axis=1), 48000)
+    res = cut(src, tmp_path / "out")
     meter = pyloudnorm.Meter(RATE)
-    for _, _, clip, measures in clips:
-        assert measures["loudness_lufs"] < -35
+    assert res.rows
+    for r in res.rows:
+        clip, clip_rate = read_wav(tmp_path / "out" / r["path"])
+        assert clip_rate == RATE
+        assert r["loudness_lufs"] < -35  # measured before normalisation
         assert abs(meter.integrated_loudness(clip.astype(np.float64)) - (-23.0)) < 1.5
+        assert true_peak(clip, RATE) <= 10 ** (-1.0 / 20) + 0.01
 
 
-def test_silence_gives_no_clip():
-    clips, _ = segment_audio(np.zeros(RATE * 5, dtype=np.float32), RATE, CutPolicy(), -23.0)
-    assert clips == []
+def test_silence_gives_no_clip(tmp_path):
+    write_wav(tmp_path / "silence.wav", np.zeros(RATE * 5, dtype=np.float32), RATE)
+    assert cut(tmp_path / "silence.wav", tmp_path / "out").rows == []
+
+
+def test_measures_see_noise_band_limits_and_clipping(short_episode, tmp_path):
+    wav, _ = short_episode
+    clean, rate = read_wav(wav)
+    rng = np.random.default_rng(0)
+    noisy = clean + rng.normal(0, 10 ** (-30 / 20), len(clean)).astype(np.float32)
+    narrow = sosfilt(butter(10, 3800, fs=rate, output="sos"), clean).astype(np.float32)
+    clipped = np.clip(clean * 4, -1, 1)
+    for name, x in (("clean", clean), ("noisy", noisy), ("narrow", narrow), ("clipped", clipped)):
+        write_wav(tmp_path / f"{name}.wav", x, rate)
+    rows = {name: cut(tmp_path / f"{name}.wav", tmp_path / name).rows for name in ("clean", "noisy", "narrow",
+                                                                                    "clipped")}
+    med = {name: {k: float(np.median([r[k] for r in v])) for k in ("snr_db", "bandwidth_hz", "clipped_share",
+                                                                      "silence_share")}
+           for name, v in rows.items()}
+    assert med["clean"]["snr_db"] > 40 and med["noisy"]["snr_db"] < 30
+    assert med["clean"]["bandwidth_hz"] > 7000 and med["narrow"]["bandwidth_hz"] < 5500
+    assert med["clean"]["clipped_share"] == 0 and med["clipped"]["clipped_share"] > 0.001
+    assert 0 < med["clean"]["silence_share"] < 0.5
+
+
+def test_snr_estimate_on_frame_levels():
+    levels = np.array([-60.0] * 20 + [-20.0] * 80)
+    assert 35 < snr_db(levels) < 45
+    tone = np.sin(2 * np.pi * 1000 * np.arange(RATE) / RATE)
+    assert 900 < bandwidth_hz(tone, RATE) < 1500
+    assert np.isnan(bandwidth_hz(np.zeros(100), RATE))  # too short to tell
+
+
+@pytest.fixture(scope="module")
+def call_in(tmp_path_factory, piper_voice):
+    """The demo's hard episode (two speakers, noise, music, clipping, long silence) and a reference."""
+    out = tmp_path_factory.mktemp("call_in")
+    episode = next(e for e in demo.EPISODES if e.name == "ep04_call_in")
+    tr = demo.write_episode(piper_voice, episode, out, seed=1234)
+    demo.write_reference(piper_voice, out / "reference.wav")
+    return out, tr
+
+
+def test_hard_episode_meets_the_truth_goals_with_a_reference(call_in, tmp_path):
+    import pandas as pd
+
+    folder, tr = call_in
+    policy = CutPolicy()
+    res = cut(folder / "ep04_call_in.wav", tmp_path, policy, ClipOptions(), source_id="ep04")
+    score_speakers([res], reference_embedding([folder / "reference.wav"]))
+    clips = pd.DataFrame(res.rows)
+    assert clips["dnsmos_ovrl"].between(1, 5).all() and (clips["speaker_reference"] == "reference").all()
+    report = truth.compare(clips, {"ep04": tr}, policy.max_duration_s, min_similarity=0.75)
+    assert report["sentences_whole_share"] >= 12 / 13, report
+    assert report["cuts_inside_words"] == 0.0, report
+    assert report["boundary_error_median_ms"] <= 80, report
+    assert report["speaker_purity"] >= 0.98, report
+    assert report["target_speech_kept_share"] >= 0.8, report
+    # The guest's clips sit far below the host's.
+    sims = {s: [] for s in ("joe", "guest")}
+    for r in res.rows:
+        spk = {x["speaker"] for x in tr["sentences"] if x["start_s"] < r["end_s"] and x["end_s"] > r["start_s"]}
+        if len(spk) == 1:
+            sims[spk.pop()].append(r["speaker_similarity"])
+    assert min(sims["joe"]) > max(sims["guest"]) + 0.1, sims
+    # The clipped passage is measured as clipped, the noisy one as noisy.
+    by_time = lambda t: next(r for r in res.rows if r["start_s"] <= t <= r["end_s"])  # noqa: E731
+    noisy = next(s for s in tr["sentences"] if "noise" in s["impairments"])
+    hot = next(s for s in tr["sentences"] if "clipped" in s["impairments"])
+    assert by_time((noisy["start_s"] + noisy["end_s"]) / 2)["snr_db"] < 30
+    assert by_time((hot["start_s"] + hot["end_s"]) / 2)["clipped_share"] > 0.001
+
+
+def test_two_voices_in_one_clip_are_flagged_and_the_dominant_speaker_found(call_in, piper_voice, tmp_path):
+    from voicemill.scoring import SpeakerEncoder
+
+    host = [demo.speak(piper_voice, demo.Line(t))[0] for t in demo.REFERENCE_SENTENCES]
+    guest = demo.speak(piper_voice, demo.Line(demo.REFERENCE_SENTENCES[0], demo.GUEST))[0]
+    gap = np.zeros(RATE // 5, dtype=np.float32)
+    enc = SpeakerEncoder()
+    _, one = enc.embed_partials(np.concatenate([host[1], gap, host[2]]), RATE)
+    _, two = enc.embed_partials(np.concatenate([host[1], gap, guest]), RATE)
+    assert consistency(one) > 0.8 > 0.75 > consistency(two)
+
+    embeddings = np.array([enc.embed(x, RATE) for x in host + [guest]])
+    centroid = dominant_speaker(embeddings, np.array([3.0, 3.0, 3.0, 3.0]))
+    sims = embeddings @ centroid
+    assert sims[:3].min() > sims[3] + 0.15
+
+
+def test_without_reference_clusters_pick_the_main_speaker(call_in, tmp_path):
+    folder, tr = call_in
+    res = cut(folder / "ep04_call_in.wav", tmp_path, CutPolicy(), ClipOptions(dnsmos=False), source_id="ep04")
+    score_speakers([res], None)
+    assert {r["speaker_reference"] for r in res.rows} == {"cluster"}
+    host = [r["speaker_similarity"] for r in res.rows
+            if {s["speaker"] for s in tr["sentences"] if s["start_s"] < r["end_s"] and s["end_s"] > r["start_s"]}
+            == {"joe"}]
+    guest = [r["speaker_similarity"] for r in res.rows
+             if {s["speaker"] for s in tr["sentences"] if s["start_s"] < r["end_s"] and s["end_s"] > r["start_s"]}
+             == {"guest"}]
+    assert np.median(host) > np.median(guest) + 0.15
+
+
+def test_truth_compare_counts_cuts_inside_words_and_impure_clips():
+    import pandas as pd
+
+    tr = {"target_speaker": "a", "sentences": [
+        {"index": 0, "speaker": "a", "start_s": 1.0, "end_s": 3.0,
+         "words": [{"start_s": 1.0, "end_s": 1.8}, {"start_s": 2.2, "end_s": 3.0}]},
+        {"index": 1, "speaker": "b", "start_s": 4.0, "end_s": 5.0, "words": [{"start_s": 4.0, "end_s": 5.0}]},
+    ]}
+    clips = pd.DataFrame([
+        {"source_id": "s", "start_s": 0.8, "end_s": 1.5, "speech_start_s": 1.0, "speech_end_s": 1.4,
+         "speaker_similarity": 0.9, "speaker_change": False},  # ends inside the first word
+        {"source_id": "s", "start_s": 1.5, "end_s": 5.2, "speech_start_s": 2.2, "speech_end_s": 5.0,
+         "speaker_similarity": 0.8, "speaker_change": False},  # starts inside the first word; holds a and b
+    ])
+    r = truth.compare(clips, {"s": tr}, max_duration_s=12.0, min_similarity=0.75)
+    assert r["cuts_inside_words_count"] == 2 and r["cuts"] == 4
+    assert r["sentences_whole"] == 1  # sentence b only
+    assert r["speaker_purity"] == 0.5
+    # speech starts 1.0 and 2.2 are true starts (2.2 follows a 0.4 s pause); ends 1.4 (true 1.8) and 5.0
+    assert r["boundary_error_median_ms"] == 0.0
+    assert r["boundary_error_p95_ms"] == pytest.approx(340.0, abs=1)
 
 
 def test_demo_synthesis_is_reproducible(piper_voice):
-    from voicemill.demo import synthesize
-
-    a, _ = synthesize(piper_voice, "A ticket costs $89.")
-    b, _ = synthesize(piper_voice, "A ticket costs $89.")
+    a, _ = demo.synthesize(piper_voice, "A ticket costs $89.")
+    b, _ = demo.synthesize(piper_voice, "A ticket costs $89.")
     assert a.size > 0 and np.array_equal(a, b)
+
+
+def test_demo_truth_has_speakers_words_and_impairments(call_in):
+    _, tr = call_in
+    speakers = {s["speaker"] for s in tr["sentences"]}
+    assert speakers == {"joe", "guest"} and tr["target_speaker"] == "joe"
+    assert {e["kind"] for e in tr["events"]} == {"noise", "music", "clipped", "long_silence"}
+    for s in tr["sentences"]:
+        assert s["words"] and s["start_s"] <= s["words"][0]["start_s"] < s["words"][-1]["end_s"] <= s["end_s"] + 1e-3
+    json.dumps(tr)
+
+
+def test_parallel_workers_give_the_serial_result(short_episode, call_in, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from stages.segment import segment
+    from voicemill import params
+
+    wav, _ = short_episode
+    folder, _ = call_in
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(wav, raw / "a.wav")
+    shutil.copy(folder / "ep04_call_in.wav", raw / "b.wav")
+    shutil.copy(folder / "reference.wav", raw / "r.wav")
+    pd.DataFrame([
+        {"source_id": sid, "kind": "file", "origin": sid, "title": "", "channel": "", "upload_date": "", "license": "",
+         "audio_path": f"{sid}.wav", "duration_s": 1.0, "sha256": "", "downloaded_at": "", "role": role}
+        for sid, role in (("a", "voice"), ("b", "voice"), ("r", "reference"))
+    ]).to_parquet(raw / "manifest.parquet")
+    out = {}
+    for workers in (1, 2):
+        opts = params.SegmentParams(workers=workers)
+        summary = segment(raw, tmp_path / f"clips{workers}", RATE, opts, 0.75)
+        assert summary["sources"] == 2 and summary["reference_sources"] == 1
+        out[workers] = pd.read_parquet(tmp_path / f"clips{workers}" / "manifest.parquet")
+    pd.testing.assert_frame_equal(out[1], out[2])
+    assert (out[1]["speaker_reference"] == "reference").all()
+    for path in out[1]["path"]:
+        assert (tmp_path / "clips1" / path).read_bytes() == (tmp_path / "clips2" / path).read_bytes()

@@ -90,10 +90,17 @@ def frame_rms_db(samples: np.ndarray, frame: int) -> np.ndarray:
     return 20 * np.log10(np.maximum(rms, 1e-10))
 
 
-def trim_silence(samples: np.ndarray, sample_rate: int, threshold_db: float = -45.0, frame_ms: int = 5) -> np.ndarray:
-    """Cut leading and trailing frames quieter than ``threshold_db`` dBFS."""
+def sound_bounds(samples: np.ndarray, sample_rate: int, threshold_db: float = -45.0,
+                 frame_ms: int = 5) -> tuple[int, int]:
+    """[start, end) sample indices from the first to the last frame louder than ``threshold_db``."""
     frame = max(1, sample_rate * frame_ms // 1000)
     loud = np.flatnonzero(frame_rms_db(samples, frame) > threshold_db)
     if loud.size == 0:
-        return samples[:0]
-    return samples[loud[0] * frame : (loud[-1] + 1) * frame]
+        return 0, 0
+    return int(loud[0] * frame), int((loud[-1] + 1) * frame)
+
+
+def trim_silence(samples: np.ndarray, sample_rate: int, threshold_db: float = -45.0, frame_ms: int = 5) -> np.ndarray:
+    """Cut leading and trailing frames quieter than ``threshold_db`` dBFS."""
+    start, end = sound_bounds(samples, sample_rate, threshold_db, frame_ms)
+    return samples[start:end]

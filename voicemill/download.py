@@ -126,6 +126,7 @@ def finish_row(out_dir: Path, source_id: str, src: Source, fingerprint: str, **f
         "playlist": "",
         "license": src.meta.get("license", ""),
         "speaker": src.meta.get("speaker", ""),
+        "role": src.meta.get("role", "voice"),
         "language": src.meta.get("language", ""),
         "text": "",
         "subtitles": "[]",
@@ -183,25 +184,37 @@ class Previous:
 
 
 def fetch_demo(src: Source, out_dir: Path, opts: FetchOptions, previous: Previous) -> list[dict]:
-    from voicemill.demo import EPISODES, load_voice, write_episode
+    from voicemill.demo import DEMO_VERSION, EPISODES, REFERENCE_SENTENCES, load_voice, write_episode, write_reference
 
     rows, voice = [], None
+    common = dict(channel="voicemill demo", license="CC0 (synthesized by the joe Piper voice)", language="en")
     for episode in EPISODES:
         source_id = f"demo-{episode.name}"
-        fingerprint = short_hash("demo", str(opts.seed), episode.title, *episode.sentences)
+        fingerprint = short_hash("demo", DEMO_VERSION, str(opts.seed), episode.title, *episode.fingerprint_parts())
         kept = previous.get(source_id, fingerprint)
         if kept is not None and (out_dir / kept["truth_path"]).exists():
             rows.append(kept)
             continue
-        voice = voice or load_voice()
+        voice = voice or load_voice(alignments=True)
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".tmp-demo-") as tmp:
             truth = write_episode(voice, episode, Path(tmp), opts.seed)
             os.replace(Path(tmp) / f"{episode.name}.truth.json", out_dir / f"{source_id}.truth.json")
             os.replace(Path(tmp) / f"{episode.name}.wav", out_dir / f"{source_id}.wav")
-        rows.append(finish_row(out_dir, source_id, src, fingerprint, title=truth["title"], channel="voicemill demo",
-                               license="CC0 (synthesized by the joe Piper voice)", language="en",
-                               truth_path=f"{source_id}.truth.json"))
+        rows.append(finish_row(out_dir, source_id, src, fingerprint, title=truth["title"], speaker="joe",
+                               truth_path=f"{source_id}.truth.json", **common))
         _LOGGER.info("fetched %s (demo episode, %.1f s)", source_id, truth["duration_s"])
+    # A recording of the target speaker, for speaker similarity in segment.
+    source_id = "demo-reference"
+    fingerprint = short_hash("demo", DEMO_VERSION, *REFERENCE_SENTENCES)
+    kept = previous.get(source_id, fingerprint)
+    if kept is not None:
+        rows.append(kept)
+    else:
+        voice = voice or load_voice(alignments=True)
+        write_reference(voice, out_dir / f"{source_id}.wav")
+        rows.append(finish_row(out_dir, source_id, src, fingerprint, title="Reference sample of the target voice",
+                               speaker="joe", role="reference", **common))
+        _LOGGER.info("fetched %s (reference recording of the target voice)", source_id)
     return rows
 
 

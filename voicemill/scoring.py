@@ -72,6 +72,37 @@ def dnsmos(audio: np.ndarray, rate: int) -> dict:
             "dnsmos_ovrl": float(r["ovrl_mos"]), "dnsmos_p808": float(r["p808_mos"])}
 
 
+def dnsmos_p835(audio: np.ndarray, rate: int) -> dict:
+    """DNSMOS P.835 SIG, BAK and OVRL only, from at most two 9 s windows: quick enough per clip.
+
+    The reference script slides its 9.01 s window by 1 s and also runs the
+    P.808 model; for utterance clips (a few seconds, looped to 9 s as the
+    reference does) one window covers it, two for clips over 9 s (the start
+    and the end). Same model, same calibration polynomials.
+    """
+    from speechmos import dnsmos as _dnsmos
+
+    audio = to_16k(audio, rate).astype(np.float32)
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak > 1.0:
+        audio = audio / peak
+    if audio.size == 0:
+        audio = np.zeros(SCORE_RATE, dtype=np.float32)
+    if _dnsmos.dnsmos is None:
+        _dnsmos.run(np.zeros(int(_dnsmos.INPUT_LENGTH * SCORE_RATE), dtype=np.float32), SCORE_RATE)
+    model = _dnsmos.dnsmos
+    n = int(_dnsmos.INPUT_LENGTH * SCORE_RATE)
+    while len(audio) < n:
+        audio = np.concatenate([audio, audio])
+    starts = sorted({0, len(audio) - n})
+    scores = []
+    for start in starts:
+        raw = model.onnx_sess.run(None, {"input_1": audio[None, start : start + n]})[0][0]
+        scores.append(model.get_polyfit_val(*raw, False))
+    sig, bak, ovrl = (float(np.mean(v)) for v in zip(*scores))
+    return {"dnsmos_sig": sig, "dnsmos_bak": bak, "dnsmos_ovrl": ovrl}
+
+
 class DistillMOS:
     """Distill-MOS (weights ship in the ``distillmos`` package): one MOS per clip."""
 
@@ -112,6 +143,16 @@ class SpeakerEncoder:
         if wav.size < SCORE_RATE // 4:
             wav = to_16k(audio, rate)  # too little voiced audio after trimming: use it all
         return self.encoder.embed_utterance(wav)
+
+    def embed_partials(self, audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """The clip's embedding and those of its 1.6 s partial windows (at least one)."""
+        from resemblyzer import preprocess_wav
+
+        wav = preprocess_wav(to_16k(audio, rate), source_sr=SCORE_RATE)
+        if wav.size < SCORE_RATE // 4:
+            wav = to_16k(audio, rate)
+        embedding, partials, _ = self.encoder.embed_utterance(wav, return_partials=True)
+        return embedding, partials
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,10 +1,12 @@
-"""Cut long recordings into utterance-sized clips at pauses.
+"""Cut long recordings into utterance-sized clips at pauses, measure every clip.
 
 The cut policy, in order:
 
 1. webrtcvad marks every ``frame_ms`` frame of the 16 kHz signal as speech or
-   not. Speech frames separated by less than ``min_pause_ms`` of non-speech
-   belong to one *region*; a pause at least that long ends a region.
+   not. A run of speech frames shorter than ``min_speech_ms`` is a blip (a
+   click, a cough) and counts as non-speech. Speech frames separated by less
+   than ``min_pause_ms`` of non-speech belong to one *region*; a pause at
+   least that long ends a region.
 2. A region longer than ``max_duration_s`` is split at its longest internal
    pause (a shorter run of non-speech frames), recursively, so a cut never
    lands inside a word. A region with no internal pause at all is split at
@@ -13,40 +15,76 @@ The cut policy, in order:
    neighbour when the pause between them is short (under ``2 *
    min_pause_ms``) and the result still fits ``max_duration_s``; otherwise it
    is dropped and counted.
-4. Each clip keeps ``padding_ms`` of the surrounding silence on both sides (but
-   never more than half the pause to its neighbour), is resampled to the
-   dataset rate, has its DC offset removed, and is loudness-normalised to
-   ``target_lufs`` with pyloudnorm, with a peak ceiling of -1 dBFS.
+4. Each clip keeps ``padding_ms`` of the surrounding audio on both sides (but
+   never more than half the pause to its neighbour), so no word loses its
+   onset or its tail.
+
+Streaming: a source is decoded by ffmpeg into mono float32 blocks at its own
+rate and resampled block by block with soxr's streaming resampler twice: to
+16 kHz for the VAD (LQ), and to the dataset rate (HQ) into a spill file on disk. The
+clip pass then reads each clip from the spill file. Memory therefore does not
+grow with the length of a source.
+
+Each clip has its DC offset removed, is loudness-normalised to ``target_lufs``
+with pyloudnorm under a true-peak ceiling (4x oversampled peak at
+``true_peak_dbfs``), gets ``fade_ms`` fades, and is written as 16-bit PCM.
+
+Measures per clip (before normalisation unless noted): integrated loudness,
+sample peak, share of clipped samples (at full scale), share of non-speech
+VAD frames, an SNR estimate from frame levels (the loud half over the
+quietest tenth), the effective bandwidth (highest frequency within 50 dB of
+the spectrum's peak), DNSMOS SIG/BAK/OVRL of the normalised clip (speechmos),
+and a resemblyzer speaker embedding: its similarity to the target speaker (a
+reference recording, or else the dominant speaker of the source, found by
+clustering), and its consistency (the lowest similarity of the 1.6 s partial
+embeddings to the clip's own embedding; low means two voices in one clip).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import threading
+import tempfile
 import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyloudnorm
 import soxr
 import webrtcvad
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.ndimage import percentile_filter
 
-from voicemill.audio import frame_rms_db
+from voicemill import scoring
+from voicemill.audio import AudioError, decode, frame_rms_db, probe, require_ffmpeg, write_wav
 
 _LOGGER = logging.getLogger(__name__)
 
 VAD_RATE = 16000
-PEAK_CEILING = 10 ** (-1.0 / 20)  # -1 dBFS
 CLIP_LEVEL = 0.999
+SNR_CAP_DB = 60.0
+BANDWIDTH_RANGE_DB = 50.0
+FLOOR_WINDOW_S = 3.0
+CLIP_THREADS = 2
+TRUE_PEAK_MARGIN = 10 ** (-3.0 / 20)  # inter-sample peaks exceed sample peaks by less
+NAN = float("nan")
 
 
 @dataclass(frozen=True)
 class CutPolicy:
     vad_aggressiveness: int = 2
     frame_ms: int = 30
-    min_pause_ms: int = 300
+    min_speech_ms: int = 60
+    min_pause_ms: int = 450
     padding_ms: int = 150
     min_duration_s: float = 1.0
     max_duration_s: float = 12.0
+    energy_gate_db: float = 6.0
 
     def __post_init__(self):
         if self.frame_ms not in (10, 20, 30):
@@ -65,18 +103,16 @@ class Region:
     end: int
 
 
-def vad_flags(samples_16k: np.ndarray, policy: CutPolicy) -> np.ndarray:
-    """webrtcvad speech flags, one per frame of ``policy.frame_ms``."""
-    vad = webrtcvad.Vad(policy.vad_aggressiveness)
-    frame = VAD_RATE * policy.frame_ms // 1000
-    pcm = (np.clip(samples_16k, -1, 1) * 32767).astype("<i2")
-    n = len(pcm) // frame
-    flags = np.zeros(n, dtype=bool)
-    buf = pcm[: n * frame].tobytes()
-    step = frame * 2
-    for i in range(n):
-        flags[i] = vad.is_speech(buf[i * step : (i + 1) * step], VAD_RATE)
-    return flags
+@dataclass(frozen=True)
+class Cut:
+    """A clip to cut: its bounds with padding, and the speech inside, in seconds and frames."""
+
+    start_s: float
+    end_s: float
+    speech_start_s: float
+    speech_end_s: float
+    first_frame: int
+    end_frame: int
 
 
 def _runs(flags: np.ndarray, value: bool) -> list[tuple[int, int]]:
@@ -85,6 +121,18 @@ def _runs(flags: np.ndarray, value: bool) -> list[tuple[int, int]]:
     padded = np.concatenate([[0], mask, [0]])
     edges = np.flatnonzero(np.diff(padded))
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def drop_blips(flags: np.ndarray, policy: CutPolicy) -> np.ndarray:
+    """Speech runs shorter than ``min_speech_ms`` become non-speech."""
+    min_run = policy.min_speech_ms // policy.frame_ms
+    if min_run <= 1:
+        return flags
+    out = flags.copy()
+    for start, end in _runs(flags, True):
+        if end - start < min_run:
+            out[start:end] = False
+    return out
 
 
 def speech_regions(flags: np.ndarray, policy: CutPolicy) -> list[Region]:
@@ -97,6 +145,24 @@ def speech_regions(flags: np.ndarray, policy: CutPolicy) -> list[Region]:
         else:
             regions.append(Region(start, end))
     return regions
+
+
+def gate_by_level(flags: np.ndarray, energy_db: np.ndarray, policy: CutPolicy) -> np.ndarray:
+    """Speech flags with frames close to the local noise floor turned to non-speech.
+
+    webrtcvad keeps flagging speech through the pauses of a recording under
+    steady noise or a music bed, so sentences run together. The local floor
+    is the 5th percentile of frame levels over the surrounding
+    ``2 * FLOOR_WINDOW_S``; a frame less than ``energy_gate_db`` above it is a
+    pause, and a run of them at least ``min_pause_ms`` long then ends a region
+    like any pause. In clean recordings the floor is near digital silence and
+    the gate changes nothing. 0 turns it off.
+    """
+    if policy.energy_gate_db <= 0 or energy_db.size == 0:
+        return flags
+    size = 2 * int(FLOOR_WINDOW_S * 1000 / policy.frame_ms) + 1
+    floor = percentile_filter(energy_db, 5, size=size, mode="nearest")
+    return flags & (energy_db > floor + policy.energy_gate_db)
 
 
 def split_long(region: Region, flags: np.ndarray, energy_db: np.ndarray, policy: CutPolicy) -> list[Region]:
@@ -149,32 +215,228 @@ def merge_short(regions: list[Region], policy: CutPolicy) -> tuple[list[Region],
     return out, dropped
 
 
-def plan_cuts(samples_16k: np.ndarray, policy: CutPolicy) -> tuple[list[tuple[float, float]], int]:
-    """Clip boundaries in seconds (padding included) and the count of dropped regions."""
-    flags = vad_flags(samples_16k, policy)
-    frame = VAD_RATE * policy.frame_ms // 1000
-    energy = frame_rms_db(samples_16k, frame)
-    regions = []
-    for region in speech_regions(flags, policy):
-        regions.extend(split_long(region, flags, energy, policy))
-    regions, dropped = merge_short(regions, policy)
+def cuts_from_regions(regions: list[Region], total_s: float, policy: CutPolicy,
+                      vad_flags: np.ndarray | None = None) -> list[Cut]:
+    """Clip boundaries: each region with padding each side, at most half the pause to a neighbour.
 
+    The padding is ``padding_ms``, or more where webrtcvad heard speech
+    further out than the level gate (``vad_flags``, before gating): a soft
+    word ending under noise stays in the clip.
+    """
     sec = policy.frame_ms / 1000
     pad = policy.padding_ms / 1000
-    total = len(samples_16k) / VAD_RATE
     cuts = []
     for i, r in enumerate(regions):
-        start, end = r.start * sec, r.end * sec
+        start, end = r.start * sec, min(total_s, r.end * sec)
+        pad_lo = pad_hi = pad
+        if vad_flags is not None and vad_flags.size:
+            lo_f, hi_f = r.start, r.end
+            while lo_f > 0 and vad_flags[lo_f - 1]:
+                lo_f -= 1
+            while hi_f < len(vad_flags) and vad_flags[hi_f]:
+                hi_f += 1
+            pad_lo, pad_hi = max(pad, (r.start - lo_f) * sec), max(pad, (hi_f - r.end) * sec)
         gap_before = start - (regions[i - 1].end * sec if i else 0.0)
-        gap_after = (regions[i + 1].start * sec if i + 1 < len(regions) else total) - end
-        lo = start - min(pad, gap_before / 2 if i else gap_before)
-        hi = end + min(pad, gap_after / 2 if i + 1 < len(regions) else gap_after)
-        cuts.append((max(0.0, lo), min(total, hi)))
-    return cuts, dropped
+        gap_after = (regions[i + 1].start * sec if i + 1 < len(regions) else total_s) - end
+        lo = start - min(pad_lo, gap_before / 2 if i else gap_before)
+        hi = end + min(pad_hi, gap_after / 2 if i + 1 < len(regions) else gap_after)
+        cuts.append(Cut(max(0.0, lo), min(total_s, hi), start, end, r.start, r.end))
+    return cuts
+
+
+def plan_regions(flags: np.ndarray, energy_db: np.ndarray, policy: CutPolicy) -> tuple[list[Region], int, np.ndarray]:
+    """Speech regions after gating, splitting long ones and merging or dropping short ones.
+
+    Also returns the VAD flags before the level gate (blips dropped), which
+    :func:`cuts_from_regions` uses to widen the padding.
+    """
+    vad = drop_blips(flags, policy)
+    gated = drop_blips(gate_by_level(vad, energy_db, policy), policy)
+    regions = []
+    for region in speech_regions(gated, policy):
+        regions.extend(split_long(region, gated, energy_db, policy))
+    regions, dropped = merge_short(regions, policy)
+    return regions, dropped, vad
+
+
+def plan_cuts(samples_16k: np.ndarray, policy: CutPolicy) -> tuple[list[tuple[float, float]], int]:
+    """Clip boundaries in seconds (padding included) and the count of dropped regions.
+
+    The whole-array form of what :func:`scan` + :func:`plan_regions` do block by block.
+    """
+    vad = VadStream(policy)
+    vad.feed(samples_16k)
+    flags, energy = vad.result()
+    regions, dropped, vad_flags = plan_regions(flags, energy, policy)
+    cuts = cuts_from_regions(regions, len(samples_16k) / VAD_RATE, policy, vad_flags)
+    return [(c.start_s, c.end_s) for c in cuts], dropped
+
+
+# ------------------------------------------------------------- streaming
+
+
+class BlockReader:
+    """Decode a media file with ffmpeg into float32 mono blocks at the file's own rate.
+
+    Nothing but one block is held in memory, so a two-hour 48 kHz stereo
+    source costs the same memory as a two-minute one.
+    """
+
+    def __init__(self, path: Path, block_s: float = 30.0):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise AudioError(f"{self.path}: file not found")
+        info = probe(self.path)
+        self.rate = info["sample_rate"]
+        if self.rate <= 0:
+            raise AudioError(f"{self.path}: no sample rate in the audio stream")
+        self.block = max(1, int(block_s * self.rate))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        cmd = [require_ffmpeg(), "-nostdin", "-v", "error", "-i", str(self.path), "-vn", "-ac", "1",
+               "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+            got = 0
+            try:
+                while True:
+                    data = proc.stdout.read(self.block * 4)
+                    if not data:
+                        break
+                    data = data[: len(data) // 4 * 4]
+                    got += len(data)
+                    yield np.frombuffer(data, dtype=np.float32)
+            finally:
+                proc.stdout.close()
+                code = proc.wait()
+            if code != 0:
+                err.seek(0)
+                raise AudioError(f"{self.path}: ffmpeg could not decode it: "
+                                 f"{err.read().decode(errors='replace').strip()}")
+            if got == 0:
+                raise AudioError(f"{self.path}: decoded to no audio (empty or corrupt file)")
+
+
+class VadStream:
+    """webrtcvad flags and frame levels, fed block by block at 16 kHz."""
+
+    def __init__(self, policy: CutPolicy):
+        self.vad = webrtcvad.Vad(policy.vad_aggressiveness)
+        self.frame = VAD_RATE * policy.frame_ms // 1000
+        self.rest = np.zeros(0, dtype=np.float32)
+        self.flags: list[np.ndarray] = []
+        self.energy: list[np.ndarray] = []
+
+    def feed(self, samples: np.ndarray) -> None:
+        samples = np.concatenate([self.rest, samples.astype(np.float32, copy=False)])
+        n = len(samples) // self.frame
+        self.rest = samples[n * self.frame :]
+        if n == 0:
+            return
+        frames = samples[: n * self.frame]
+        pcm = (np.clip(frames, -1, 1) * 32767).astype("<i2").tobytes()
+        step, is_speech = self.frame * 2, self.vad.is_speech
+        self.flags.append(np.fromiter((is_speech(pcm[i * step : (i + 1) * step], VAD_RATE) for i in range(n)),
+                                      dtype=bool, count=n))
+        self.energy.append(frame_rms_db(frames, self.frame))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.flags:
+            return np.zeros(0, dtype=bool), np.zeros(0)
+        return np.concatenate(self.flags), np.concatenate(self.energy)
+
+
+@dataclass
+class Scan:
+    """What one streaming pass over a source leaves: VAD flags, levels, and the audio on disk."""
+
+    flags: np.ndarray
+    energy_db: np.ndarray
+    samples: int  # at the clip rate, in the spill file
+    source_rate: int
+
+
+def scan(path: Path, rate: int, policy: CutPolicy, spill: Path, block_s: float = 30.0) -> Scan:
+    """Decode ``path`` block by block: VAD at 16 kHz, and the audio at ``rate`` spilled to ``spill``.
+
+    Both rates come from soxr's streaming resampler, from the source's own
+    rate (HQ for the clips, LQ for the VAD: it only needs the speech band);
+    the spill file holds raw float32 mono for the clip pass.
+    """
+    reader = BlockReader(path, block_s)
+
+    def stream(to_rate, quality):
+        if reader.rate == to_rate:
+            return None
+        return soxr.ResampleStream(reader.rate, to_rate, 1, dtype="float32", quality=quality)
+
+    to_clip, to_vad = stream(rate, "HQ"), stream(VAD_RATE, "LQ")
+    vad = VadStream(policy)
+    written = 0
+    with open(spill, "wb") as f:
+
+        def push(block: np.ndarray, last: bool) -> None:
+            nonlocal written
+            out = to_clip.resample_chunk(block, last=last) if to_clip else block
+            f.write(np.ascontiguousarray(out, dtype=np.float32).tobytes())
+            written += len(out)
+            vad.feed(to_vad.resample_chunk(block, last=last) if to_vad else block)
+
+        for block in reader:
+            push(block, False)
+        push(np.zeros(0, dtype=np.float32), True)
+    flags, energy = vad.result()
+    return Scan(flags, energy, written, reader.rate)
+
+
+# ------------------------------------------------------------ clip measures
+
+
+def true_peak(clip: np.ndarray, rate: int) -> float:
+    """Peak of the signal 4x oversampled (the inter-sample peak a DAC would produce).
+
+    Oversampling raises a peak by at most about 3 dB, so :func:`normalise`
+    only calls this for clips whose sample peak is within 3 dB of the ceiling.
+    """
+    if clip.size == 0:
+        return 0.0
+    over = soxr.resample(clip.astype(np.float32), rate, rate * 4, quality="HQ")
+    return float(max(np.max(np.abs(over)), np.max(np.abs(clip))))
+
+
+def snr_db(energy_db: np.ndarray) -> float:
+    """SNR estimate from frame levels: loud half over the quietest tenth of frames, in dB."""
+    if energy_db.size < 4:
+        return float("nan")
+    power = np.sort(10 ** (energy_db / 10))
+    noise = float(np.mean(power[: max(1, len(power) // 10)]))
+    signal = float(np.mean(power[len(power) // 2 :]))
+    if signal <= noise:
+        return 0.0
+    return float(np.clip(10 * np.log10((signal - noise) / max(noise, 1e-12)), 0.0, SNR_CAP_DB))
+
+
+def bandwidth_hz(clip: np.ndarray, rate: int) -> float:
+    """Effective bandwidth: the highest frequency whose level is within 50 dB of the spectrum's peak.
+
+    A clip upsampled from telephone audio reads about 4000 Hz; full-band
+    speech at 22050 Hz reads close to the Nyquist frequency.
+    """
+    if clip.size < 1024:
+        return float("nan")
+    n = 1024
+    frames = np.lib.stride_tricks.sliding_window_view(clip.astype(np.float32), n)[:: n // 2]
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    psd = np.mean(np.abs(np.fft.rfft(frames * np.hanning(n).astype(np.float32), axis=1)) ** 2, axis=0)
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    level = 10 * np.log10(np.maximum(psd, 1e-20))
+    level = np.convolve(np.pad(level, 2, mode="edge"), np.ones(5) / 5, mode="valid")  # smooth single bins
+    above = np.flatnonzero(level > level.max() - BANDWIDTH_RANGE_DB)
+    return float(freqs[above[-1]]) if above.size else 0.0
 
 
 def measure(clip: np.ndarray, rate: int, meter: pyloudnorm.Meter) -> dict:
-    """Quality measures of a clip before normalisation."""
+    """Level measures of a clip before normalisation."""
     loudness = float(meter.integrated_loudness(clip.astype(np.float64))) if len(clip) > 0.4 * rate else float("-inf")
     return {
         "loudness_lufs": loudness if np.isfinite(loudness) else -70.0,
@@ -183,18 +445,22 @@ def measure(clip: np.ndarray, rate: int, meter: pyloudnorm.Meter) -> dict:
     }
 
 
-def normalise(clip: np.ndarray, rate: int, loudness_lufs: float, target_lufs: float) -> np.ndarray:
-    """DC removal, loudness to ``target_lufs``, peak ceiling at -1 dBFS, 10 ms fades."""
-    clip = clip - np.mean(clip)
+def normalise(clip: np.ndarray, rate: int, loudness_lufs: float, target_lufs: float,
+              true_peak_dbfs: float = -1.0, fade_ms: int = 10) -> np.ndarray:
+    """DC removal, loudness to ``target_lufs``, a true-peak ceiling, short fades."""
+    clip = clip.astype(np.float64) - np.mean(clip)
     if loudness_lufs > -70.0:
         with warnings.catch_warnings():
             # pyloudnorm warns about peaks over 1.0; the ceiling below handles them.
             warnings.simplefilter("ignore", UserWarning)
-            clip = pyloudnorm.normalize.loudness(clip.astype(np.float64), loudness_lufs, target_lufs)
+            clip = pyloudnorm.normalize.loudness(clip, loudness_lufs, target_lufs)
+    ceiling = 10 ** (true_peak_dbfs / 20)
     peak = float(np.max(np.abs(clip))) if clip.size else 0.0
-    if peak > PEAK_CEILING:
-        clip = clip * (PEAK_CEILING / peak)
-    fade = min(len(clip) // 2, rate // 100)
+    if peak > ceiling * TRUE_PEAK_MARGIN:  # within 3 dB of the ceiling: oversample to know
+        peak = true_peak(clip, rate)
+    if peak > ceiling:
+        clip = clip * (ceiling / peak)
+    fade = min(len(clip) // 2, rate * fade_ms // 1000)
     if fade:
         ramp = np.linspace(0.0, 1.0, fade)
         clip[:fade] *= ramp
@@ -202,18 +468,196 @@ def normalise(clip: np.ndarray, rate: int, loudness_lufs: float, target_lufs: fl
     return clip.astype(np.float32)
 
 
-def segment_audio(samples: np.ndarray, rate: int, policy: CutPolicy, target_lufs: float):
-    """Cut a recording at ``rate`` into clips.
+def consistency(partials: np.ndarray, min_windows: int = 2) -> float:
+    """How much a clip sounds like one voice: 1.0, or lower when the voice changes.
 
-    Returns ``(clips, dropped)``: ``clips`` is a list of ``(start_s, end_s,
-    normalised clip, measures)`` and ``dropped`` counts short regions dropped.
+    For every split of the clip's partial windows (1.6 s each, about 0.8 s
+    apart) into a before and an after of at least ``min_windows`` each, the
+    cosine similarity of the two mean embeddings; the lowest wins. A change of
+    speaker at any point gives a low value at that split; clips with fewer
+    than ``2 * min_windows`` windows (under about 4 s) read 1.0.
     """
-    samples_16k = soxr.resample(samples, rate, VAD_RATE, quality="HQ") if rate != VAD_RATE else samples
-    cuts, dropped = plan_cuts(samples_16k, policy)
-    meter = pyloudnorm.Meter(rate)
-    clips = []
-    for start, end in cuts:
-        clip = samples[int(start * rate) : int(end * rate)].astype(np.float64)
-        measures = measure(clip, rate, meter)
-        clips.append((start, end, normalise(clip, rate, measures["loudness_lufs"], target_lufs), measures))
-    return clips, dropped
+    lowest = 1.0
+    for k in range(min_windows, len(partials) - min_windows + 1):
+        lowest = min(lowest, scoring.cosine(partials[:k].mean(axis=0), partials[k:].mean(axis=0)))
+    return float(lowest)
+
+
+class Scorers:
+    """DNSMOS and the speaker encoder, loaded once per process and only when asked for."""
+
+    def __init__(self, dnsmos: bool, speaker: bool):
+        self.dnsmos = dnsmos
+        self.encoder = None
+        if speaker:
+            import torch
+
+            # One thread: identical numbers whether sources run serially or in workers.
+            torch.set_num_threads(1)
+            self.encoder = scoring.SpeakerEncoder()
+
+    def __call__(self, clip: np.ndarray, rate: int) -> tuple[dict, np.ndarray | None]:
+        out = {}
+        audio_16k = scoring.to_16k(clip, rate)
+        if self.dnsmos:
+            d = scoring.dnsmos_p835(audio_16k, VAD_RATE)
+            out.update({k: round(d[k], 4) for k in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")})
+        embedding = None
+        if self.encoder is not None:
+            embedding, partials = self.encoder.embed_partials(audio_16k, VAD_RATE)
+            out["speaker_consistency"] = round(consistency(partials), 4)
+        return out, embedding
+
+
+_SCORERS: dict[tuple[bool, bool], Scorers] = {}
+
+
+def scorers(dnsmos: bool, speaker: bool) -> Scorers:
+    key = (dnsmos, speaker)
+    if key not in _SCORERS:
+        _SCORERS[key] = Scorers(dnsmos, speaker)
+    return _SCORERS[key]
+
+
+# ------------------------------------------------------------- one source
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    target_lufs: float = -23.0
+    true_peak_dbfs: float = -1.0
+    fade_ms: int = 10
+    block_s: float = 30.0
+    dnsmos: bool = True
+    speaker: bool = True
+    speaker_change_below: float = 0.75
+
+
+@dataclass
+class SourceResult:
+    source_id: str
+    rows: list[dict]
+    embeddings: np.ndarray | None  # one row per clip, when speaker scoring is on
+    dropped: int
+    duration_s: float
+    speech_s: float
+
+
+def segment_source(source_id: str, audio: Path, out_dir: Path, rate: int, policy: CutPolicy, opts: ClipOptions,
+                   source_text: str = "") -> SourceResult:
+    """Cut one source into ``out_dir/wavs/<source_id>_NNNN.wav``; the clips' manifest rows.
+
+    Two passes, neither holding the source in memory: a streaming scan (VAD
+    at 16 kHz, the audio at ``rate`` spilled to a temporary file next to the
+    clips), then one read per clip from the spill file, on two threads.
+    """
+    spill = out_dir / f".{source_id}.f32"
+    try:
+        sc = scan(audio, rate, policy, spill, opts.block_s)
+        total_s = sc.samples / rate
+        regions, dropped, vad_flags = plan_regions(sc.flags, sc.energy_db, policy)
+        cuts = cuts_from_regions(regions, total_s, policy, vad_flags)
+        score = scorers(opts.dnsmos, opts.speaker) if (opts.dnsmos or opts.speaker) else None
+        frame_s = policy.frame_ms / 1000
+        lock = threading.Lock()
+        fd = os.open(spill, os.O_RDONLY)
+
+        def one(i: int) -> tuple[dict, np.ndarray | None]:
+            cut = cuts[i]
+            a, b = round(cut.start_s * rate), round(cut.end_s * rate)
+            clip = np.frombuffer(os.pread(fd, (b - a) * 4, a * 4), dtype=np.float32)
+            fa = int(cut.start_s / frame_s)
+            fb = max(fa + 1, int(cut.end_s / frame_s))
+            measures = measure(clip, rate, pyloudnorm.Meter(rate))
+            out = normalise(clip, rate, measures["loudness_lufs"], opts.target_lufs, opts.true_peak_dbfs,
+                            opts.fade_ms)
+            clip_id = f"{source_id}_{i:04d}"
+            path = f"wavs/{clip_id}.wav"
+            write_wav(out_dir / path, out, rate)
+            row = {
+                "clip_id": clip_id, "source_id": source_id, "path": path,
+                "start_s": round(cut.start_s, 3), "end_s": round(cut.end_s, 3),
+                "speech_start_s": round(cut.speech_start_s, 3), "speech_end_s": round(cut.speech_end_s, 3),
+                "duration_s": round(len(out) / rate, 3), "sample_rate": rate,
+                "source_text": source_text if source_text and len(cuts) == 1 else "",
+                **{k: round(v, 4) for k, v in measures.items()},
+                "silence_share": round(1.0 - float(np.mean(sc.flags[fa:fb])) if fb > fa else 1.0, 4),
+                "snr_db": round(snr_db(sc.energy_db[fa:fb]), 2),
+                "bandwidth_hz": round(bandwidth_hz(clip, rate), 1),
+                "dnsmos_sig": NAN, "dnsmos_bak": NAN, "dnsmos_ovrl": NAN,
+                "speaker_similarity": NAN, "speaker_consistency": NAN, "speaker_change": False,
+                "speaker_reference": "",
+            }
+            embedding = None
+            if score is not None:
+                with lock:  # the models run one clip at a time; the rest of the work overlaps
+                    scores, embedding = score(out, rate)
+                row.update(scores)
+                if embedding is not None:
+                    row["speaker_change"] = bool(row["speaker_consistency"] < opts.speaker_change_below)
+            return row, embedding
+
+        try:
+            # numpy, soxr, scipy and libsndfile release the GIL: two threads keep two cores busy.
+            with ThreadPoolExecutor(CLIP_THREADS) as pool:
+                done = list(pool.map(one, range(len(cuts))))
+        finally:
+            os.close(fd)
+    finally:
+        spill.unlink(missing_ok=True)
+    rows = [row for row, _ in done]
+    embeddings = [e for _, e in done if e is not None]
+    speech_s = float(np.sum(sc.flags)) * frame_s
+    return SourceResult(source_id, rows, np.array(embeddings) if embeddings else None, dropped, total_s, speech_s)
+
+
+def segment_job(args: tuple) -> tuple[SourceResult | None, str | None]:
+    """:func:`segment_source` for a worker process: (result, None), or (None, why) for unreadable audio."""
+    try:
+        return segment_source(*args), None
+    except AudioError as e:
+        return None, f"{args[0]}: {e}"
+
+
+# ---------------------------------------------------------- target speaker
+
+
+def dominant_speaker(embeddings: np.ndarray, durations: np.ndarray, max_distance: float = 0.3) -> np.ndarray:
+    """The centroid of the speaker who talks longest, by clustering clip embeddings.
+
+    Average-linkage clustering on cosine distance, cut at ``max_distance``
+    (resemblyzer puts one speaker's clips within about 0.2 of each other and
+    different speakers 0.4 and more apart); the cluster with the most speech
+    wins, and its mean embedding is the speaker.
+    """
+    if len(embeddings) == 1:
+        return embeddings[0] / np.linalg.norm(embeddings[0])
+    labels = fcluster(linkage(embeddings, method="average", metric="cosine"), t=max_distance, criterion="distance")
+    totals = {lab: float(durations[labels == lab].sum()) for lab in np.unique(labels)}
+    best = max(sorted(totals), key=lambda lab: totals[lab])
+    return scoring.mean_embedding(list(embeddings[labels == best]))
+
+
+def score_speakers(results: list[SourceResult], reference: np.ndarray | None) -> None:
+    """Fill ``speaker_similarity`` and ``speaker_reference`` of every clip row, in place."""
+    for res in results:
+        if res.embeddings is None:
+            continue
+        if reference is not None:
+            target, how = reference, "reference"
+        else:
+            target = dominant_speaker(res.embeddings, np.array([r["duration_s"] for r in res.rows]))
+            how = "cluster"
+        for row, emb in zip(res.rows, res.embeddings):
+            row["speaker_similarity"] = round(scoring.cosine(emb, target), 4)
+            row["speaker_reference"] = how
+
+
+def reference_embedding(paths: list[Path], max_s: float = 600.0) -> np.ndarray:
+    """The target speaker from one or more reference recordings (the first ``max_s`` of each)."""
+    encoder = scorers(False, True).encoder
+    embeddings = []
+    for path in paths:
+        audio = decode(path, VAD_RATE)[: int(max_s * VAD_RATE)]
+        embeddings.append(encoder.embed(audio, VAD_RATE))
+    return scoring.mean_embedding(embeddings)

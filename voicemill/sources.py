@@ -15,10 +15,15 @@ source::
         subtitles: [en]                           # fetch human-made subtitles in these languages
       - source: corpora/coral/                    # a Parquet speech dataset (file or folder)
         language: da
+      - source: samples/alice_reference.wav       # the voice to keep: clips are scored against it
+        role: reference
 
 Fields: ``source`` (required), ``kind`` (``demo``, ``file``, ``url``,
 ``parquet``; inferred when left out), ``title``, ``speaker``, ``language``,
-``license``, ``start``, ``end``, ``subtitles``. Relative paths start at the
+``license``, ``start``, ``end``, ``subtitles``, ``role``. ``role`` is ``voice``
+(the default: the source is cut into clips) or ``reference``: a recording of
+the target speaker, never cut into clips, against which segment scores the
+speaker similarity of every clip. Relative paths start at the
 folder of the sources file. Every problem is reported with the entry's line
 number in the file.
 """
@@ -35,7 +40,8 @@ import yaml
 from voicemill.errors import VoicemillError
 
 KINDS = ("demo", "file", "url", "parquet")
-FIELDS = {"source", "kind", "title", "speaker", "language", "license", "start", "end", "subtitles"}
+FIELDS = {"source", "kind", "title", "speaker", "language", "license", "start", "end", "subtitles", "role"}
+ROLES = ("voice", "reference")
 
 
 class SourcesError(VoicemillError, ValueError):
@@ -180,5 +186,11 @@ def _make_source(entry: dict, path: Path, line: int, where: str) -> Source:
         raise SourcesError(f"{where}: subtitles must be true or a list of language codes, got {subs!r}")
     if subs and kind != "url":
         raise SourcesError(f"{where}: subtitles can only be fetched for URL sources")
+    role = str(entry.get("role") or "voice")
+    if role not in ROLES:
+        raise SourcesError(f"{where}: unknown role {role!r}; choose from {', '.join(ROLES)}")
+    if role == "reference" and kind in ("demo", "parquet"):
+        raise SourcesError(f"{where}: role 'reference' needs a media file or URL (the demo brings its own)")
     meta = {k: str(entry[k]) for k in ("title", "speaker", "language", "license") if entry.get(k) is not None}
+    meta["role"] = role
     return Source(kind, origin, line, meta, start, end, tuple(subs))
