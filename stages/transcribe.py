@@ -1,82 +1,320 @@
-"""transcribe: write what is said in every clip, with faster-whisper.
+"""transcribe: write what is said in every clip: human subtitles first, else faster-whisper.
 
-Reads:  <clips>/manifest.parquet and the clips (written by segment)
-Writes: <out>/manifest.parquet   one row per clip: clip_id, text, language,
-                                 language_probability, confidence (exp of the
-                                 mean token log-probability), avg_logprob,
-                                 no_speech_prob, compression_ratio, words (JSON
-                                 list of {word, start_s, end_s, probability},
-                                 times within the clip), model, beam_size,
-                                 text_source ("asr", or "dataset" when a Parquet
-                                 dataset's own transcript was kept)
-Params: common.language, transcribe.model, transcribe.device,
-        transcribe.compute_type, transcribe.beam_size, transcribe.cpu_threads
+Reads:  <clips>/manifest.parquet and the clips (written by segment); optional
+        side files that segment copies there: <clips>/subtitles/<source_id>.<lang>.vtt
+        (human subtitles, cue times in the video), <clips>/sources.json (each
+        source's trim start_s, which shifts the cues), <clips>/truth/<source_id>.json
+        (ground truth: the demo)
+Writes: <out>/manifest.parquet   one row per readable clip (the "transcripts" manifest):
+            clip_id
+            text                 the transcript (see text_source)
+            text_source          "subtitles" (human subtitle cues that fit the clip,
+                                 see voicemill/subtitles.py), "dataset" (a Parquet
+                                 dataset's own transcript, ASR skipped) or "asr"
+            asr_text             what the ASR heard ("" for dataset rows); equals text
+                                 for asr rows
+            language             language of the ASR decoding: common.language, or the
+                                 detected one with transcribe.language: auto
+            language_probability detection probability; 1.0 when not detected (a fixed
+                                 language or an English-only model); NaN for dataset rows
+            language_mismatch    detected language is not common.language, with more
+                                 than transcribe.language_mismatch_probability
+            avg_logprob          mean over the clip's words of log(word probability),
+                                 NaN when no word was heard (see voicemill/asr.py)
+            confidence           exp(avg_logprob): geometric mean of word probabilities
+            no_speech_prob       Whisper's no-speech probability of the decoding window
+                                 (shared by packed_clips clips)
+            compression_ratio    gzip ratio of the clip's ASR text
+            words                JSON list of {word, start_s, end_s, probability}, times
+                                 within the clip
+            packed_clips         clips decoded together in the clip's window (1 = alone)
+            model                transcribe.model ("" for dataset rows)
+            chosen_model         the model whose result is in asr_text and the scores:
+                                 transcribe.model, or transcribe.fallback_model when its
+                                 result scored better ("" for dataset rows)
+            primary_text, primary_avg_logprob     transcribe.model's own result
+            fallback_text, fallback_avg_logprob   transcribe.fallback_model's result, for
+                                 the clips below transcribe.fallback_below ("" / NaN for
+                                 the others); the better-scored of the two is in asr_text
+            hallucination        comma-separated flags on text, "" when none: repeat,
+                                 compression, silence, too_long, too_short (see
+                                 voicemill/asr.py; the clip's silence share is segment's
+                                 silence_share, else estimated from its frame levels)
+            beam_size, asr_options   decoding options (asr_options as JSON: model,
+                                 device, compute_type, beam_size, batch_size,
+                                 initial_prompt, language, fallback)
+        <metrics>                clips, failed, empty, by_text_source, mean_confidence,
+                                 flagged (per hallucination flag, language_mismatch),
+                                 fallback (tried, chosen), subtitles.asr_wer (ASR against
+                                 the subtitles it replaced), and when ground truth exists
+                                 truth.{wer, cer, word_errors, words, char_errors, chars,
+                                 sources, sentences, sentences_covered}: per source, the
+                                 truth sentences mostly inside clips against the clip
+                                 transcripts in time order, both normalised for scoring
+Params: common.language (the dataset's language), common.seed (sampling fallback),
+        transcribe.{model, device, compute_type, cpu_threads} (the model),
+        transcribe.{beam_size, batch_size, initial_prompt} (decoding; batch_size packs clips),
+        transcribe.{language, language_mismatch_probability}, transcribe.{fallback_model,
+        fallback_below}, transcribe.{use_subtitles, subtitle_tolerance_s,
+        subtitle_min_coverage}, transcribe.{max_compression_ratio, max_repeats,
+        max_silence_share, min_chars_per_s, max_chars_per_s} (flags); see voicemill/params.py
+Sizes:  the demo's 50 clips (4.5 min) take about 10 s with tiny.en on 2 CPU cores; truth
+        WER about 4.5%
 Usage:  python -m stages.transcribe [--clips data/clips] [--out data/transcripts]
+            [--metrics metrics/transcribe.json]
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import soxr
 from tqdm import tqdm
 
-from voicemill import asr, cli, manifest, params
-from voicemill.audio import AudioError, read_wav
-from voicemill.fsutil import atomic_dir
+from voicemill import asr, cli, manifest, params, subtitles, truth
+from voicemill.audio import AudioError, frame_rms_db, read_wav
+from voicemill.fsutil import atomic_dir, write_json
+from voicemill.scoring import error_counts
 
 _LOGGER = logging.getLogger("stages.transcribe")
 
+FLAGS = ("repeat", "compression", "silence", "too_long", "too_short")
 
-def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.TranscribeParams) -> dict:
+
+def estimate_silence_share(samples: np.ndarray, rate: int, below_db: float = 35.0) -> float:
+    """Share of 30 ms frames more than ``below_db`` under the loudest: for clips without segment's VAD measure."""
+    levels = frame_rms_db(samples, max(1, int(0.03 * rate)))
+    return float(np.mean(levels < levels.max() - below_db)) if levels.size else 1.0
+
+
+def _trims(clips_dir: Path) -> dict[str, float]:
+    """Each source's trim start (download's `start:`), from segment's sources.json; 0 when absent."""
+    path = clips_dir / "sources.json"
+    if not path.exists():
+        return {}
+    return {s["source_id"]: float(s.get("start_s") or 0.0) for s in json.loads(path.read_text())}
+
+
+def _subtitle_texts(clips: pd.DataFrame, clips_dir: Path, language: str, opts: params.TranscribeParams) -> dict:
+    """clip_id -> subtitle text, for the clips whose source has subtitles in ``language`` that fit them."""
+    if not opts.use_subtitles:
+        return {}
+    folder, trims, texts = clips_dir / subtitles.SUBTITLES_DIR, _trims(clips_dir), {}
+    for source_id, group in clips.groupby("source_id"):
+        path = subtitles.find(folder, source_id, language)
+        if path is None:
+            continue
+        try:
+            cues = subtitles.read_vtt(path)
+        except subtitles.SubtitlesError as e:
+            _LOGGER.warning("%s; its clips are transcribed by ASR", e)
+            continue
+        shift = trims.get(source_id, 0.0)
+        for clip in group.itertuples():
+            text = subtitles.text_for_clip(cues, clip.start_s + shift, clip.end_s + shift,
+                                           opts.subtitle_tolerance_s, opts.subtitle_min_coverage)
+            if text:
+                texts[clip.clip_id] = text
+        _LOGGER.info("%s: %d of %d clip(s) take their text from %s", source_id,
+                     sum(c in texts for c in group["clip_id"]), len(group), path.name)
+    return texts
+
+
+def _languages(model, audios: list[np.ndarray], language: str, opts: params.TranscribeParams):
+    """Per clip the language to decode in, and per clip (detected language, probability): 1.0 when not detected."""
+    if opts.language == "auto":
+        detected = asr.detect_languages(model, audios, opts.batch_size)
+        return [lang for lang, _ in detected], detected
+    return [language] * len(audios), [(language, 1.0)] * len(audios)
+
+
+def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.TranscribeParams,
+               seed: int = 1234) -> dict:
+    if opts.language not in ("", "auto"):
+        raise cli.StageError(f"transcribe.language must be '' (decode in common.language, {language!r}) or 'auto' "
+                             f"(detect each clip's language), got {opts.language!r}")
     clips = manifest.read(clips_dir / "manifest.parquet", "clips")
-    model = asr.load_model(opts.model, opts.device, opts.compute_type, opts.cpu_threads)
-    rows, failed = [], []
-    for clip in tqdm(clips.itertuples(), total=len(clips), desc="transcribe", unit="clip", disable=None):
+    clips = clips.sort_values(["source_id", "start_s"], kind="stable").reset_index(drop=True)
+    subtitle_texts = _subtitle_texts(clips, clips_dir, language, opts)
+
+    audios, kept, failed = [], [], []
+    for clip in tqdm(clips.itertuples(), total=len(clips), desc="read", unit="clip", disable=None):
         try:
             samples, rate = read_wav(clips_dir / clip.path)
         except AudioError as e:
             _LOGGER.warning("skipped %s: %s", clip.clip_id, e)
             failed.append(clip.clip_id)
             continue
+        silence = getattr(clip, "silence_share", None)
+        if silence is None or pd.isna(silence):
+            silence = estimate_silence_share(samples, rate)
+        kept.append((clip, float(silence)))
+        if not str(getattr(clip, "source_text", "") or ""):
+            audios.append(soxr.resample(samples, rate, asr.ASR_RATE) if rate != asr.ASR_RATE else samples)
+    if not kept:
+        raise cli.StageError(f"no clip in {clips_dir} could be read; rerun 'dvc repro segment'")
+
+    decode = asr.DecodeOptions(beam_size=opts.beam_size, batch_size=opts.batch_size,
+                               initial_prompt=opts.initial_prompt, seed=seed)
+    results, fallback, timing = [], {}, {"asr_s": 0.0, "audio_s": sum(len(a) for a in audios) / asr.ASR_RATE}
+    if audios:
+        model = asr.load_model(opts.model, opts.device, opts.compute_type, opts.cpu_threads)
+        if not asr.is_multilingual(model) and language != "en":
+            raise cli.StageError(f"transcribe.model {opts.model!r} is English-only but common.language is "
+                                 f"{language!r}; use a multilingual model (e.g. transcribe.model: base)")
+        started = time.perf_counter()
+        decode_languages, detected = _languages(model, audios, language, opts)
+        with tqdm(total=len(audios), desc="transcribe", unit="clip", disable=None) as bar:
+            results = asr.transcribe_clips(model, audios, decode_languages, decode, bar.update)
+        for result, (lang, prob) in zip(results, detected):
+            result["language"], result["language_probability"] = lang, prob
+            result["model"] = opts.model
+        fallback = _fallback(audios, results, decode_languages, decode, opts)
+        timing["asr_s"] = time.perf_counter() - started
+
+    device, compute_type = asr.pick_device(opts.device, opts.compute_type)
+    options = json.dumps({"model": opts.model, "device": device, "compute_type": compute_type,
+                          "beam_size": opts.beam_size, "batch_size": opts.batch_size,
+                          "initial_prompt": opts.initial_prompt, "language": opts.language or language,
+                          "fallback": {"model": opts.fallback_model, "below": opts.fallback_below}
+                          if opts.fallback_model else None})
+    checks = params.fill(asr.CheckOptions, opts)
+    rows, asr_results = [], iter(results)
+    for clip, silence in kept:
         source_text = str(getattr(clip, "source_text", "") or "")
+        row = {"clip_id": clip.clip_id}
         if source_text:
             # The dataset brought its own transcript for this clip: keep it, no ASR.
-            rows.append({"clip_id": clip.clip_id, "text": source_text, "language": language,
-                         "language_probability": 1.0, "avg_logprob": 0.0, "confidence": 1.0,
-                         "no_speech_prob": 0.0, "compression_ratio": 0.0, "words": "[]", "model": "",
-                         "beam_size": 0, "text_source": "dataset"})
-            continue
-        audio = soxr.resample(samples, rate, asr.ASR_RATE) if rate != asr.ASR_RATE else samples
-        result = asr.transcribe(model, audio, language, opts.beam_size)
-        result["words"] = json.dumps(result["words"])
-        rows.append({"clip_id": clip.clip_id, **result, "model": opts.model, "beam_size": opts.beam_size,
-                     "text_source": "asr"})
-    if not rows:
-        raise cli.StageError(f"no clip in {clips_dir} could be read; rerun 'dvc repro segment'")
+            row.update(text=source_text, text_source="dataset", asr_text="", language=language,
+                       language_probability=float("nan"), avg_logprob=float("nan"), confidence=float("nan"),
+                       no_speech_prob=float("nan"), compression_ratio=float("nan"), words="[]", packed_clips=0,
+                       model="", chosen_model="", primary_text="", primary_avg_logprob=float("nan"),
+                       fallback_text="", fallback_avg_logprob=float("nan"))
+        else:
+            r = next(asr_results)
+            sub = subtitle_texts.get(clip.clip_id)
+            row.update(text=sub or r["text"], text_source="subtitles" if sub else "asr", asr_text=r["text"],
+                       language=r["language"], language_probability=r["language_probability"],
+                       avg_logprob=r["avg_logprob"], confidence=r["confidence"], no_speech_prob=r["no_speech_prob"],
+                       compression_ratio=r["compression_ratio"], words=json.dumps(r["words"]),
+                       packed_clips=r["packed_clips"], model=opts.model, chosen_model=r["model"],
+                       primary_text=r.get("primary_text", r["text"]),
+                       primary_avg_logprob=r.get("primary_avg_logprob", r["avg_logprob"]),
+                       fallback_text=r.get("fallback_text", ""),
+                       fallback_avg_logprob=r.get("fallback_avg_logprob", float("nan")))
+        row["language_mismatch"] = row["text_source"] != "dataset" and asr.language_mismatch(
+            row["language"], row["language_probability"], language, opts.language_mismatch_probability)
+        row["hallucination"] = ",".join(asr.hallucination_flags(row["text"], float(clip.duration_s), silence,
+                                                                language, checks))
+        row["beam_size"] = opts.beam_size if row["text_source"] != "dataset" else 0
+        row["asr_options"] = options if row["text_source"] != "dataset" else ""
+        rows.append(row)
+
+    table = pd.DataFrame(rows)
     with atomic_dir(out_dir) as tmp:
-        manifest.write(pd.DataFrame(rows), tmp / "manifest.parquet", "transcripts")
-    empty = sum(1 for r in rows if not r["text"])
-    return {"clips": len(rows), "failed": len(failed), "empty": empty,
-            "mean_confidence": sum(r["confidence"] for r in rows) / len(rows)}
+        manifest.write(table, tmp / "manifest.parquet", "transcripts")
+    summary = metrics(table, clips, truth.load_truths(clips_dir), language)
+    summary["failed"] = len(failed)
+    summary["fallback"] = {"model": opts.fallback_model, **fallback} if opts.fallback_model else {}
+    summary["_timing"] = timing
+    return summary
+
+
+def _score(result: dict) -> float:
+    return result["avg_logprob"] if math.isfinite(result["avg_logprob"]) else -math.inf
+
+
+def _fallback(audios, results, languages, decode: asr.DecodeOptions, opts: params.TranscribeParams) -> dict:
+    """Transcribe the low-scored clips again with transcribe.fallback_model; keep the better-scored result.
+
+    A clip qualifies when its avg_logprob is below transcribe.fallback_below
+    or nothing was heard (NaN). Both results are recorded; the fallback's is
+    kept when its avg_logprob is higher (log-probabilities of two Whisper
+    models are not calibrated against each other, but both are the model's
+    own belief in the words it wrote, which is what the choice needs).
+    """
+    if not opts.fallback_model:
+        return {}
+    low = [i for i, r in enumerate(results)
+           if not math.isfinite(r["avg_logprob"]) or r["avg_logprob"] < opts.fallback_below]
+    if not low:
+        return {"tried": 0, "chosen": 0}
+    model = asr.load_model(opts.fallback_model, opts.device, opts.compute_type, opts.cpu_threads)
+    second = asr.transcribe_clips(model, [audios[i] for i in low], [languages[i] for i in low], decode)
+    chosen = 0
+    for i, alt in zip(low, second):
+        primary = results[i]
+        fallback_fields = {"primary_text": primary["text"], "primary_avg_logprob": primary["avg_logprob"],
+                           "fallback_text": alt["text"], "fallback_avg_logprob": alt["avg_logprob"]}
+        if _score(alt) > _score(primary):
+            chosen += 1
+            keep = {k: alt[k] for k in ("text", "avg_logprob", "confidence", "no_speech_prob", "compression_ratio",
+                                        "words", "packed_clips")}
+            results[i] = {**primary, **keep, "model": opts.fallback_model}
+        results[i].update(fallback_fields)
+    _LOGGER.info("fallback %s: %d clip(s) below %.2f, its result kept for %d", opts.fallback_model, len(low),
+                 opts.fallback_below, chosen)
+    return {"tried": len(low), "chosen": chosen}
+
+
+def metrics(table: pd.DataFrame, clips: pd.DataFrame, truths: dict, language: str) -> dict:
+    """The metrics file's content (see the module docstring)."""
+    asr_rows = table[table["text_source"] != "dataset"]
+    flags = table["hallucination"].str.split(",")
+    out = {
+        "clips": len(table),
+        "empty": int((table["text"].str.strip() == "").sum()),
+        "by_text_source": {s: int((table["text_source"] == s).sum()) for s in ("asr", "subtitles", "dataset")},
+        "mean_confidence": round(float(asr_rows["confidence"].mean()), 4) if len(asr_rows) else None,
+        "flagged": {"hallucination": int((table["hallucination"] != "").sum()),
+                    **{f: int(flags.apply(lambda fs, f=f: f in fs).sum()) for f in FLAGS},
+                    "language_mismatch": int(table["language_mismatch"].sum())},
+    }
+    subs = table[table["text_source"] == "subtitles"]
+    if len(subs):
+        c = [error_counts(s, a, language) for s, a in zip(subs["text"], subs["asr_text"])]
+        out["subtitles"] = {"clips": len(subs), "asr_wer": round(sum(x["word_errors"] for x in c)
+                                                                 / max(1, sum(x["words"] for x in c)), 4)}
+    if truths:
+        merged = clips.merge(table[["clip_id", "text"]], on="clip_id")
+        totals = {"word_errors": 0, "words": 0, "char_errors": 0, "chars": 0, "sentences": 0, "sentences_covered": 0}
+        for source_id, t in truths.items():
+            mine = merged[merged["source_id"] == source_id]
+            counts = asr.truth_counts(t, list(zip(mine["start_s"], mine["end_s"], mine["text"])), language)
+            for k in totals:
+                totals[k] += counts[k]
+        out["truth"] = {"wer": round(totals["word_errors"] / max(1, totals["words"]), 4),
+                        "cer": round(totals["char_errors"] / max(1, totals["chars"]), 4),
+                        "sources": len(truths), **totals}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser(__doc__, "transcribe")
     p.add_argument("--clips", default="data/clips", help="segment output folder (default: %(default)s)")
     p.add_argument("--out", default="data/transcripts", help="output folder (default: %(default)s)")
+    p.add_argument("--metrics", default="metrics/transcribe.json", help="metrics file (default: %(default)s)")
     args = p.parse_args(argv)
     cli.setup_logging(args.debug)
 
     def body():
         common, opts = params.load(Path(args.params), "transcribe")
-        s = transcribe(Path(args.clips), Path(args.out), common.language, opts)
-        _LOGGER.info("transcribe: %d clip(s) with %s, %d empty, %d unreadable, mean confidence %.2f -> %s",
-                     s["clips"], opts.model, s["empty"], s["failed"], s["mean_confidence"], args.out)
+        s = transcribe(Path(args.clips), Path(args.out), common.language, opts, common.seed)
+        timing = s.pop("_timing")
+        write_json(Path(args.metrics), s)
+        src = s["by_text_source"]
+        truth_part = f", truth WER {s['truth']['wer']:.1%} CER {s['truth']['cer']:.1%}" if "truth" in s else ""
+        _LOGGER.info("transcribe: %d clip(s) (%d asr with %s, %d subtitles, %d dataset), %d empty, %d flagged, "
+                     "%d unreadable; %.0f s of audio in %.0f s%s -> %s", s["clips"], src["asr"], opts.model,
+                     src["subtitles"], src["dataset"], s["empty"], s["flagged"]["hallucination"], s["failed"],
+                     timing["audio_s"], timing["asr_s"], truth_part, args.out)
 
     return cli.run("transcribe", body, args.debug)
 

@@ -39,3 +39,117 @@ def test_bundled_models_transcribe_piper_speech(name, piper_voice, tmp_path, mon
     assert result["words"] and result["words"][0]["end_s"] > result["words"][0]["start_s"]
     if name == "base":
         assert (tmp_path / "whisper-base" / "model.bin").exists()
+
+
+def test_unknown_model_name_lists_what_is_accepted():
+    # faster-whisper rejects a name that is neither a known size nor a hub repo id,
+    # before any network access (HF_HUB_OFFLINE is set in conftest anyway).
+    with pytest.raises(asr.ModelError, match=r"Accepted: tiny\.en, base \(bundled\)"):
+        asr.load_model("no-such-model", device="cpu")
+
+
+def test_device_and_compute_type_can_be_set():
+    assert asr.pick_device("cpu", "auto") == ("cpu", "int8")
+    assert asr.pick_device("cpu", "float32") == ("cpu", "float32")
+    assert asr.pick_device("cuda", "auto") == ("cuda", "float16")
+    with pytest.raises(asr.ModelError, match="'auto', 'cpu' or 'cuda'"):
+        asr.pick_device("gpu", "auto")
+
+
+def test_windows_hold_at_most_batch_size_clips_and_30_seconds():
+    durations = [5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 40.0, 2.0, 2.0]
+    windows = asr.plan_windows(durations, batch_size=8)
+    assert [i for w in windows for i in w] == list(range(len(durations)))  # order kept, nothing lost
+    for w in windows:
+        length = sum(durations[i] for i in w) + asr.PACK_GAP_S * (len(w) - 1)
+        assert len(w) == 1 or length <= asr.PACK_WINDOW_S
+    assert [6] in windows  # longer than a window: alone
+    assert all(len(w) <= 2 for w in asr.plan_windows(durations, batch_size=2))
+    assert asr.plan_windows(durations, batch_size=0) == [[i] for i in range(len(durations))]
+    mixed = asr.plan_windows([2.0] * 4, 8, languages=["en", "en", "da", "en"])
+    assert mixed == [[0, 1], [2], [3]]
+
+
+@pytest.mark.parametrize("heard, written", [
+    ("She starts at 4.30 every morning.", "She starts at 4:30 every morning."),
+    ("Open from 9.15 to 17.45 daily", "Open from 9:15 to 17:45 daily"),
+    ("The shop closes at 6pm sharp.", "The shop closes at 6 p.m. sharp."),
+    ("Up at 7 AM, home by 10:30pm", "Up at 7 a.m., home by 10:30 p.m."),
+    ("Pi is 3.14 and it costs $4.30.", "Pi is 3.14 and it costs $4.30."),  # no time preposition, money
+    ("Rates rose to 4.25% this year", "Rates rose to 4.25% this year"),
+])
+def test_tidy_text_rewrites_whisper_times_only(heard, written):
+    assert asr.tidy_text(heard) == written
+
+
+def test_longest_repeat():
+    assert asr.longest_repeat(["thank", "you", "thank", "you", "thank", "you"]) == (2, 3)
+    assert asr.longest_repeat(["a", "b", "c"]) == (0, 1)
+    assert asr.longest_repeat(["no", "no", "no"]) == (1, 3)
+
+
+@pytest.mark.parametrize("text, duration_s, silence, flags", [
+    ("The night train leaves at ten.", 2.0, 0.2, []),
+    ("Thank you. Thank you. Thank you.", 2.0, 0.2, ["repeat"]),
+    ("No, no, no, I said.", 1.5, 0.2, []),  # a word three times is speech
+    ("la " * 60, 25.0, 0.1, ["repeat", "compression"]),
+    ("Thanks for watching!", 6.0, 0.95, ["silence"]),
+    ("This sentence is far too long to have been said in half a second of audio.", 0.5, 0.0, ["too_long"]),
+    ("Hi.", 10.0, 0.0, ["too_short"]),
+    ("", 10.0, 0.0, ["too_short"]),  # speech but no text: words are missing
+    ("", 10.0, 0.95, []),  # silence and no text: nothing to flag
+])
+def test_hallucination_flags(text, duration_s, silence, flags):
+    assert asr.hallucination_flags(text, duration_s, silence, "en") == flags
+
+
+def test_truth_counts_take_the_sentences_mostly_inside_clips():
+    truth = {"sentences": [
+        {"index": 0, "text": "The bakery opened in 1987.", "start_s": 1.0, "end_s": 3.0},
+        {"index": 1, "text": "It costs $4.75.", "start_s": 4.0, "end_s": 6.0},
+        {"index": 2, "text": "Goodbye now.", "start_s": 7.0, "end_s": 9.0},  # only 30 % inside a clip
+    ]}
+    clips = [(3.8, 6.2, "It costs $4.75."), (0.8, 3.2, "The bakery opened in 1986."), (8.4, 9.5, "")]
+    counts = asr.truth_counts(truth, clips, "en")
+    # reference: "the bakery opened in nineteen eighty seven it costs four dollars and seventy five cents"
+    assert counts["sentences"] == 3 and counts["sentences_covered"] == 2
+    assert counts["words"] == 15
+    assert counts["word_errors"] == 1  # "seven" -> "six"
+    assert counts["chars"] > 0 and 0 < counts["char_errors"] <= 5
+
+
+def _demo_like_clips(voice):
+    """Short demo-like sentences spoken by the Piper voice, at 16 kHz, with their text."""
+    from voicemill.demo import synthesize
+
+    texts = ["Welcome back to the morning show.",
+             "Today we visit a small bakery that opened in 1987 on the corner of Elm Street.",
+             "Sales grew by 15% last year.",
+             "On Saturdays the queue stretches all the way past the old post office.",
+             "Next week we will talk about coffee and tea."]
+    audios = []
+    for text in texts:
+        audio, rate = synthesize(voice, text)
+        audios.append(soxr.resample(audio, rate, asr.ASR_RATE))
+    return texts, audios
+
+
+def test_packed_clips_read_like_clips_decoded_alone(piper_voice):
+    texts, audios = _demo_like_clips(piper_voice)
+    model = asr.load_model("tiny.en", cpu_threads=2)
+    alone = asr.transcribe_clips(model, audios, "en", asr.DecodeOptions(batch_size=1))
+    packed = asr.transcribe_clips(model, audios, "en", asr.DecodeOptions(batch_size=8))
+    # batch_size 2: windows of two clips, two windows per batch, so words are sorted into several windows
+    pairs = asr.transcribe_clips(model, audios, "en", asr.DecodeOptions(batch_size=2))
+    assert [r["packed_clips"] for r in alone] == [1] * len(texts)
+    assert max(r["packed_clips"] for r in packed) > 1
+    assert [r["packed_clips"] for r in pairs] == [2, 2, 2, 2, 1]
+    for a, p in zip(alone, pairs):
+        assert wer(a["text"], p["text"]) <= 0.15, (a["text"], p["text"])
+    for text, a, p, audio in zip(texts, alone, packed, audios):
+        assert wer(a["text"], p["text"]) <= 0.15, (a["text"], p["text"])
+        assert wer(text, p["text"]) <= 0.2, (text, p["text"])
+        duration = len(audio) / asr.ASR_RATE
+        assert p["words"] and all(0 <= w["start_s"] <= w["end_s"] <= duration for w in p["words"])
+        assert 0 < p["confidence"] <= 1 and p["avg_logprob"] <= 0
+        assert abs(p["avg_logprob"] - a["avg_logprob"]) < 0.3  # per-clip scores, not the window's

@@ -18,7 +18,7 @@ TINY = {
 
 def test_missing_input_names_the_file(tmp_path, write_params, capsys):
     code = segment.main(["--params", str(write_params({})), "--raw", str(tmp_path / "nope"), "--out",
-                         str(tmp_path / "clips")])
+                         str(tmp_path / "clips"), "--metrics", str(tmp_path / "segment.json")])
     assert code == 1
     err = capsys.readouterr().err
     assert str(tmp_path / "nope" / "manifest.parquet") in err
@@ -27,7 +27,8 @@ def test_missing_input_names_the_file(tmp_path, write_params, capsys):
 
 def test_unknown_params_key_names_the_key(tmp_path, write_params, capsys):
     params = write_params({"segment": {"vad_agressiveness": 2}})
-    code = segment.main(["--params", str(params), "--raw", str(tmp_path), "--out", str(tmp_path / "clips")])
+    code = segment.main(["--params", str(params), "--raw", str(tmp_path), "--out", str(tmp_path / "clips"),
+                         "--metrics", str(tmp_path / "segment.json")])
     assert code == 1 and "vad_agressiveness" in capsys.readouterr().err
 
 
@@ -61,8 +62,10 @@ def chain(tmp_path_factory, short_episode):
     params.write_text(yaml.safe_dump(TINY))
     p = ["--params", str(params)]
     assert download.main(p + ["--sources", str(root / "sources.yaml"), "--out", str(root / "raw")]) == 0
-    assert segment.main(p + ["--raw", str(root / "raw"), "--out", str(root / "clips")]) == 0
-    assert transcribe.main(p + ["--clips", str(root / "clips"), "--out", str(root / "transcripts")]) == 0
+    assert segment.main(p + ["--raw", str(root / "raw"), "--out", str(root / "clips"), "--metrics",
+                             str(root / "segment.json")]) == 0
+    assert transcribe.main(p + ["--clips", str(root / "clips"), "--out", str(root / "transcripts"), "--metrics",
+                                str(root / "transcribe.json")]) == 0
     assert build_dataset.main(p + ["--clips", str(root / "clips"), "--transcripts", str(root / "transcripts"),
                                    "--out", str(root / "dataset"), "--metrics", str(root / "dataset.json")]) == 0
     return root, p, truth
@@ -85,7 +88,8 @@ def test_segment_corrupt_clip_source_is_skipped(chain, write_params, tmp_path, c
     extra["source_id"], extra["audio_path"] = "file-broken", "broken.wav"
     (raw / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     pd.concat([m, extra.to_frame().T]).to_parquet(raw / "manifest.parquet")
-    assert segment.main(["--params", str(write_params({})), "--raw", str(raw), "--out", str(tmp_path / "clips")]) == 0
+    assert segment.main(["--params", str(write_params({})), "--raw", str(raw), "--out", str(tmp_path / "clips"),
+                         "--metrics", str(tmp_path / "segment.json")]) == 0
     assert "file-broken" in capsys.readouterr().err
     clips = pd.read_parquet(tmp_path / "clips" / "manifest.parquet")
     assert set(clips["source_id"]) == {m.iloc[0]["source_id"]}
@@ -224,8 +228,10 @@ def test_dataset_parquet_goes_back_in_as_a_source_with_its_transcripts(chain, tm
     params = write_params({"segment": {"min_duration_s": 0.5}})
     p = ["--params", str(params)]
     assert download.main(p + ["--sources", str(tmp_path / "sources.yaml"), "--out", str(tmp_path / "raw")]) == 0
-    assert segment.main(p + ["--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "clips")]) == 0
-    assert transcribe.main(p + ["--clips", str(tmp_path / "clips"), "--out", str(tmp_path / "tr")]) == 0
+    assert segment.main(p + ["--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "clips"), "--metrics",
+                             str(tmp_path / "segment.json")]) == 0
+    assert transcribe.main(p + ["--clips", str(tmp_path / "clips"), "--out", str(tmp_path / "tr"), "--metrics",
+                                str(tmp_path / "transcribe.json")]) == 0
     tr = pd.read_parquet(tmp_path / "tr" / "manifest.parquet")
     kept = tr[tr["text_source"] == "dataset"]
     assert len(kept) >= 1

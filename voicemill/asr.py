@@ -9,20 +9,32 @@ A model name is resolved in this order:
 - an existing local directory holding a CTranslate2 Whisper model;
 - anything else is handed to faster-whisper as a hub name (``large-v3``,
   ``distil-large-v3``, ...), which needs a network the first time.
+
+``device: auto`` takes CUDA with float16 when CTranslate2 sees a GPU, else the
+CPU with int8; both can be set explicitly.
+
+Transcription packs short clips into shared 30 s windows
+(:func:`transcribe_clips`), and the checks on its output live here too:
+language mismatch, hallucination flags, and WER/CER against a ground truth.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import itertools
 import logging
 import math
 import os
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from voicemill.fsutil import atomic_dir
 from voicemill.errors import VoicemillError
+from voicemill.fsutil import atomic_dir
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -115,32 +127,355 @@ def load_model(name: str, device: str = "auto", compute_type: str = "auto", cpu_
     return model
 
 
-def transcribe(model, audio_16k: np.ndarray, language: str | None, beam_size: int = 5) -> dict:
-    """Transcribe one clip; text, language, confidences and word timings."""
+def is_multilingual(model) -> bool:
+    """Whether the model knows other languages than English (``tiny.en`` does not)."""
+    return bool(model.model.is_multilingual)
+
+
+# --------------------------------------------------------------- decoding
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam_size: int = 5
+    batch_size: int = 8
+    """Clips packed into one Whisper window, and windows per decoder batch (see :func:`transcribe_clips`); 0 or 1:
+    one call per clip."""
+    initial_prompt: str = ""
+    """Text given to the decoder as preceding context in every window (spelling, style); empty for none."""
+    seed: int = 1234
+    """Seed of CTranslate2's sampler, used by Whisper's temperature fallback when clips are decoded one by one (the
+    batched pipeline decodes at temperature 0 only): reruns give the same text."""
+
+
+#: Silence put between packed clips: long enough that Whisper ends a sentence
+#: in it and a word's midpoint never lands on the wrong side.
+PACK_GAP_S = 1.0
+#: Whisper sees 30 s per window; a margin keeps the last word off the edge.
+PACK_WINDOW_S = 29.0
+
+
+def plan_windows(durations_s: list[float], batch_size: int, languages: list[str | None] | None = None,
+                 window_s: float = PACK_WINDOW_S, gap_s: float = PACK_GAP_S) -> list[list[int]]:
+    """Group consecutive clips into windows of at most ``batch_size`` clips and ``window_s`` seconds.
+
+    A clip longer than the window is decoded alone (Whisper then slides over
+    it); clips of different languages never share a window.
+    """
+    windows: list[list[int]] = []
+    current: list[int] = []
+    length = 0.0
+    for i, d in enumerate(durations_s):
+        fits = (current and len(current) < max(1, batch_size) and length + gap_s + d <= window_s
+                and (languages is None or languages[current[0]] == languages[i]))
+        if current and not fits:
+            windows.append(current)
+            current, length = [], 0.0
+        length += (gap_s if current else 0.0) + d
+        current.append(i)
+    if current:
+        windows.append(current)
+    return windows
+
+
+def _decode(model, audio: np.ndarray, language: str | None, opts: DecodeOptions):
+    import ctranslate2
+
+    # Whisper falls back to sampling when a greedy/beam result looks broken
+    # (compression ratio, log-probability); seeding per call keeps every
+    # window's text reproducible whatever was decoded before it.
+    ctranslate2.set_random_seed(opts.seed)
     segments, info = model.transcribe(
-        audio_16k.astype(np.float32),
+        audio.astype(np.float32),
         language=language or None,
-        beam_size=beam_size,
+        beam_size=opts.beam_size,
+        initial_prompt=opts.initial_prompt or None,
         word_timestamps=True,
         condition_on_previous_text=False,
         vad_filter=False,
     )
     segments = list(segments)
-    text = " ".join(s.text.strip() for s in segments).strip()
-    n_tokens = sum(max(1, len(s.tokens)) for s in segments)
-    avg_logprob = sum(s.avg_logprob * max(1, len(s.tokens)) for s in segments) / n_tokens if segments else -10.0
-    words = [
-        {"word": w.word.strip(), "start_s": round(w.start, 3), "end_s": round(w.end, 3), "probability": round(w.probability, 4)}
-        for s in segments
-        for w in (s.words or [])
-    ]
+    words = [w for s in segments for w in (s.words or [])]
+    # No segment at all: Whisper judged the window silent (no-speech rule).
+    no_speech = max((s.no_speech_prob for s in segments), default=1.0)
+    return words, info, float(no_speech)
+
+
+# Whisper writes a spoken clock time ("at four thirty") as "4.30", which the
+# normaliser would read as a decimal ("four point three zero") and the voice
+# would learn for audio that says "four thirty". After a time preposition the
+# dotted form is rewritten as a clock time, which reads back as what was said.
+_DOTTED_TIME_RE = re.compile(
+    r"\b(at|by|until|till|from|after|before|since|to) ([01]?\d|2[0-3])\.([0-5]\d)\b(?![.,]\d|\s?%| percent)",
+    re.IGNORECASE)
+# "6pm", "7 PM", "9am" -> "6 p.m.": the form the normaliser reads as "p m".
+_AM_PM_RE = re.compile(r"\b(\d{1,2}(?::[0-5]\d)?) ?([ap])\.? ?m\b\.?", re.IGNORECASE)
+
+
+def tidy_text(text: str) -> str:
+    """Whisper's spellings of times made readable by the normaliser (see the comments above)."""
+    text = _DOTTED_TIME_RE.sub(r"\1 \2:\3", text)
+    text = _AM_PM_RE.sub(lambda m: f"{m.group(1)} {m.group(2).lower()}.m.", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _result(words, duration_s: float, offset_s: float, language: str, language_probability: float,
+            no_speech_prob: float, packed: int) -> dict:
+    """One clip's result from the words that fell into it (times made relative to the clip)."""
+    from faster_whisper.transcribe import get_compression_ratio
+
+    text = tidy_text("".join(w.word for w in words))
+    probs = np.clip([w.probability for w in words], 1e-6, 1.0)
+    avg_logprob = float(np.mean(np.log(probs))) if len(probs) else float("nan")
+
+    last_ms = math.floor(duration_s * 1000) / 1000
+
+    def within(t: float) -> float:
+        return float(min(max(round(float(t) - offset_s, 3), 0.0), last_ms))
+
     return {
         "text": text,
-        "language": info.language,
-        "language_probability": float(info.language_probability),
-        "avg_logprob": float(avg_logprob),
-        "confidence": float(math.exp(avg_logprob)),
-        "no_speech_prob": float(max((s.no_speech_prob for s in segments), default=1.0)),
-        "compression_ratio": float(max((s.compression_ratio for s in segments), default=0.0)),
-        "words": words,
+        "language": language,
+        "language_probability": float(language_probability),
+        "avg_logprob": avg_logprob,
+        "confidence": float(math.exp(avg_logprob)) if len(probs) else 0.0,
+        "no_speech_prob": no_speech_prob,
+        "compression_ratio": float(get_compression_ratio(text)) if text else 0.0,
+        "words": [{"word": w.word.strip(), "start_s": within(w.start), "end_s": within(w.end),
+                   "probability": round(float(w.probability), 4)} for w in words],
+        "packed_clips": packed,
     }
+
+
+def _owners(words, spans: list[tuple[float, float]]) -> list[int]:
+    """For each word, the clip whose span (extended to the middle of the gaps) holds its midpoint."""
+    borders = [(a_end + b_start) / 2 for (_, a_end), (b_start, _) in itertools.pairwise(spans)]
+    return [bisect.bisect_right(borders, (w.start + w.end) / 2) for w in words]
+
+
+def _lay_out(audios: list[np.ndarray], window: list[int]) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The clips of a window end to end with silence between them, and each clip's span in it."""
+    gap = np.zeros(int(PACK_GAP_S * ASR_RATE), dtype=np.float32)
+    parts, spans, position = [], [], 0
+    for k, i in enumerate(window):
+        if k:
+            parts.append(gap)
+            position += len(gap)
+        spans.append((position / ASR_RATE, (position + len(audios[i])) / ASR_RATE))
+        parts.append(audios[i].astype(np.float32))
+        position += len(audios[i])
+    return np.concatenate(parts), spans
+
+
+def _decode_windows(model, audios: list[np.ndarray], windows: list[list[int]], language: str,
+                    opts: DecodeOptions) -> list[tuple[list, list[tuple[float, float]], float]]:
+    """Decode several packed windows in one batch with faster-whisper's BatchedInferencePipeline.
+
+    The windows are laid end to end and handed over as ``clip_timestamps``, so
+    each is one batch item (one 30 s encoder input). Returns per window its
+    words (times in the window), its clips' spans and its no-speech probability.
+    """
+    from faster_whisper import BatchedInferencePipeline
+
+    laid = [_lay_out(audios, w) for w in windows]
+    starts = np.cumsum([0] + [len(a) for a, _ in laid])[:-1] / ASR_RATE
+    stamps = [{"start": float(t), "end": float(t + len(a) / ASR_RATE)} for t, (a, _) in zip(starts, laid)]
+    segments, _ = BatchedInferencePipeline(model).transcribe(
+        np.concatenate([a for a, _ in laid]), language=language, beam_size=opts.beam_size,
+        initial_prompt=opts.initial_prompt or None, word_timestamps=True, clip_timestamps=stamps,
+        batch_size=len(windows), without_timestamps=True, vad_filter=False)
+    words: list[list] = [[] for _ in windows]
+    no_speech = [1.0] * len(windows)
+    for segment in segments:
+        # by the segment's middle: its start is rounded to frames and may fall just before its window's
+        k = max(0, int(np.searchsorted(starts, (segment.start + segment.end) / 2, side="right")) - 1)
+        no_speech[k] = float(segment.no_speech_prob)
+        words[k] += [dataclasses.replace(w, start=w.start - starts[k], end=w.end - starts[k])
+                     for w in segment.words or []]
+    return [(words[k], laid[k][1], no_speech[k]) for k in range(len(windows))]
+
+
+def transcribe_clips(model, audios: list[np.ndarray], language: str | None | list[str | None],
+                     opts: DecodeOptions = DecodeOptions(), progress=None) -> list[dict]:
+    """Transcribe many 16 kHz clips; one result dict per clip, in order.
+
+    Packing: Whisper pads every input to a 30 s window, so a 3 s clip decoded
+    alone costs a full window. With ``opts.batch_size`` > 1, consecutive clips
+    are laid end to end, with :data:`PACK_GAP_S` of silence between them, in
+    windows of up to :data:`PACK_WINDOW_S` and ``batch_size`` clips (see
+    :func:`plan_windows`), and up to ``batch_size`` windows are decoded as one
+    batch by faster-whisper's ``BatchedInferencePipeline``. Each word goes back
+    to the clip that holds the midpoint of its time span, and its times are
+    made relative to that clip. The batched pipeline decodes at temperature 0
+    only (no sampling fallback); with ``batch_size`` 0 or 1 every clip is
+    decoded alone by ``WhisperModel.transcribe`` with Whisper's usual
+    temperature fallback (seeded, so reruns agree). A clip longer than a
+    window is always decoded alone.
+
+    Per-clip scores stay per clip: ``avg_logprob`` is the mean over the clip's
+    own words of the log of the word probability (faster-whisper's word
+    probability is the mean of its tokens' probabilities), ``confidence`` is
+    its exponential (the geometric mean of the word probabilities), and
+    ``compression_ratio`` is the gzip ratio of the clip's own text. These are
+    computed the same way when a clip is decoded alone, so the two modes
+    compare. Only ``no_speech_prob`` is Whisper's value for the whole window;
+    ``packed_clips`` says how many clips shared it. A clip in which no word
+    was heard has ``avg_logprob`` NaN and ``confidence`` 0.
+
+    ``language``: one code for every clip, a list with one per clip, or None
+    to let Whisper detect it (clips are then decoded one by one;
+    ``language_probability`` is 1.0 when the language was given).
+    """
+    n = len(audios)
+    languages = list(language) if isinstance(language, (list, tuple)) else [language] * n
+    if len(languages) != n:
+        raise ValueError(f"{len(languages)} languages for {n} clips")
+    durations = [len(a) / ASR_RATE for a in audios]
+    results: list[dict | None] = [None] * n
+    windows = plan_windows(durations, opts.batch_size, languages)
+    alone = [w for w in windows if opts.batch_size <= 1 or languages[w[0]] is None
+             or (len(w) == 1 and durations[w[0]] > PACK_WINDOW_S)]
+    for (i,) in alone:
+        words, info, no_speech = _decode(model, audios[i], languages[i], opts)
+        results[i] = _result(words, durations[i], 0.0, info.language, info.language_probability, no_speech, 1)
+        if progress is not None:
+            progress(1)
+    packed = [w for w in windows if w not in alone]
+    for lang in dict.fromkeys(languages[w[0]] for w in packed):
+        mine = [w for w in packed if languages[w[0]] == lang]
+        for b in range(0, len(mine), opts.batch_size):
+            batch = mine[b:b + opts.batch_size]
+            for window, (words, spans, no_speech) in zip(batch, _decode_windows(model, audios, batch, lang, opts)):
+                owners = _owners(words, spans)
+                for k, i in enumerate(window):
+                    clip_words = [w for w, o in zip(words, owners) if o == k]
+                    results[i] = _result(clip_words, durations[i], spans[k][0], lang, 1.0, no_speech, len(window))
+            if progress is not None:
+                progress(sum(len(w) for w in batch))
+    return results  # type: ignore[return-value]
+
+
+def transcribe(model, audio_16k: np.ndarray, language: str | None, beam_size: int = 5,
+               initial_prompt: str = "") -> dict:
+    """Transcribe one clip; text, language, confidences and word timings (see :func:`transcribe_clips`)."""
+    opts = DecodeOptions(beam_size=beam_size, batch_size=1, initial_prompt=initial_prompt)
+    return transcribe_clips(model, [audio_16k], language, opts)[0]
+
+
+def detect_languages(model, audios: list[np.ndarray], batch_size: int = 8) -> list[tuple[str, float]]:
+    """Each clip's most likely language and its probability (first 30 s of the clip).
+
+    Clips are encoded in batches of ``batch_size``. An English-only model
+    cannot tell: every clip is ("en", 1.0).
+    """
+    if not is_multilingual(model):
+        return [("en", 1.0)] * len(audios)
+    from faster_whisper.audio import pad_or_trim
+
+    out = []
+    step = max(1, batch_size)
+    for i in range(0, len(audios), step):
+        features = np.stack([pad_or_trim(model.feature_extractor(a[: model.feature_extractor.n_samples])[..., :-1])
+                             for a in audios[i:i + step]])
+        for ranked in model.model.detect_language(model.encode(features)):
+            token, probability = ranked[0]
+            out.append((token[2:-2], float(probability)))
+    return out
+
+
+# ------------------------------------------------------------- checks
+
+
+def language_mismatch(detected: str, probability: float, expected: str, min_probability: float) -> bool:
+    """The clip was heard in another language than ``expected``, with more than ``min_probability``."""
+    def base(code: str) -> str:  # en-GB is en
+        return (code or "").lower().replace("_", "-").split("-")[0]
+
+    return bool(detected) and base(detected) != base(expected) and probability > min_probability
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    max_compression_ratio: float = 2.4
+    """Whisper's own limit: a higher gzip ratio means repetitive text."""
+    max_repeats: int = 2
+    """A phrase of 2+ words said more often than this in a row is a loop (a single word: one more)."""
+    max_silence_share: float = 0.8
+    """Text on a clip with more non-speech than this is suspect."""
+    min_chars_per_s: float = 4.0
+    """Fewer spoken characters per second of speech: words are missing."""
+    max_chars_per_s: float = 30.0
+    """More spoken characters per second of speech than anyone says: invented text."""
+
+
+def longest_repeat(words: list[str]) -> tuple[int, int]:
+    """(n, times): the n-gram repeated back to back most often, e.g. "thank you thank you thank you" -> (2, 3)."""
+    best = (0, 1)
+    for n in range(1, len(words) // 2 + 1):
+        for i in range(len(words) - 2 * n + 1):
+            times = 1
+            while words[i + times * n: i + (times + 1) * n] == words[i: i + n]:
+                times += 1
+            if times > best[1]:
+                best = (n, times)
+    return best
+
+
+def hallucination_flags(text: str, duration_s: float, silence_share: float | None, language: str,
+                        checks: CheckOptions = CheckOptions()) -> list[str]:
+    """Signs that a transcript was invented rather than heard, as short flags.
+
+    ``repeat``: a phrase said more than ``max_repeats`` times in a row (a
+    single word needs one more: "no, no, no" is speech); ``compression``:
+    the text's gzip ratio is above ``max_compression_ratio``; ``silence``:
+    text on a clip whose non-speech share is above ``max_silence_share``;
+    ``too_long`` / ``too_short``: more or fewer spoken characters (letters
+    and digits of the normalised text) per second of speech than the bounds,
+    where speech is the clip's duration less its silence share.
+    """
+    from faster_whisper.transcribe import get_compression_ratio
+
+    from voicemill.textnorm import for_scoring, normalize
+
+    flags = []
+    words = for_scoring(text, language).split() if text else []
+    n, times = longest_repeat(words)
+    if n and times > checks.max_repeats + (n == 1):
+        flags.append("repeat")
+    if text and get_compression_ratio(text) > checks.max_compression_ratio:
+        flags.append("compression")
+    silence = None if silence_share is None or not math.isfinite(silence_share) else float(silence_share)
+    if text and silence is not None and silence > checks.max_silence_share:
+        flags.append("silence")
+    speech_s = duration_s * (1.0 - (silence or 0.0))
+    if speech_s > 0 and (silence is None or silence <= checks.max_silence_share):
+        rate = sum(c.isalnum() for c in normalize(text, language)) / speech_s if text else 0.0
+        if rate > checks.max_chars_per_s:
+            flags.append("too_long")
+        elif rate < checks.min_chars_per_s:
+            flags.append("too_short")
+    return flags
+
+
+def truth_counts(truth: dict, clips: list[tuple[float, float, str]], language: str,
+                 min_inside: float = 0.5) -> dict:
+    """WER/CER counts of one source's clip transcripts against its ground truth.
+
+    ``clips``: (start_s, end_s, text) in the source. The reference is the
+    truth sentences covered by clips (more than ``min_inside`` of a sentence's
+    time lies inside clips), in order; the hypothesis is the clip texts in
+    time order. Both sides go through the scoring normaliser
+    (:func:`voicemill.scoring.error_counts`).
+    """
+    from voicemill.scoring import error_counts
+
+    spans = sorted((a, b) for a, b, _ in clips)
+    covered = []
+    for s in truth.get("sentences", []):
+        length = s["end_s"] - s["start_s"]
+        inside = sum(max(0.0, min(b, s["end_s"]) - max(a, s["start_s"])) for a, b in spans)
+        if length > 0 and inside > min_inside * length:
+            covered.append(s["text"])
+    hypothesis = " ".join(t for _, _, t in sorted(clips, key=lambda c: c[0]) if t)
+    counts = error_counts(" ".join(covered), hypothesis, language)
+    return {**counts, "sentences": len(truth.get("sentences", [])), "sentences_covered": len(covered)}

@@ -18,11 +18,16 @@ from voicemill.errors import VoicemillError
 SCHEMAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sources": ("download", ("source_id", "kind", "origin", "title", "channel", "upload_date", "license",
                              "audio_path", "duration_s", "sha256", "downloaded_at")),
-    "clips": ("segment", ("clip_id", "source_id", "path", "start_s", "end_s", "duration_s", "sample_rate",
-                          "loudness_lufs", "peak", "clipped_share")),
-    "transcripts": ("transcribe", ("clip_id", "text", "language", "language_probability", "confidence",
-                                   "avg_logprob", "no_speech_prob", "model")),
-    "dataset": ("build_dataset", ("clip_id", "split", "text", "normalized", "duration_s", "wav")),
+    "clips": ("segment", ("clip_id", "source_id", "path", "start_s", "end_s", "speech_start_s", "speech_end_s",
+                          "duration_s", "sample_rate", "loudness_lufs", "peak", "clipped_share", "silence_share",
+                          "snr_db", "bandwidth_hz", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "speaker_similarity",
+                          "speaker_consistency", "speaker_change", "speaker_reference")),
+    "transcripts": ("transcribe", ("clip_id", "text", "text_source", "language", "language_probability",
+                                   "language_mismatch", "confidence", "avg_logprob", "no_speech_prob",
+                                   "compression_ratio", "words", "hallucination", "model", "chosen_model")),
+    # The KEPT clips only (clips_all.parquet beside it has every verdict).
+    "dataset": ("build_dataset", ("clip_id", "source_id", "split", "text", "normalized", "duration_s",
+                                  "chars_per_s", "wav")),
 }
 
 

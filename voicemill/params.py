@@ -53,16 +53,34 @@ class SegmentParams:
     """webrtcvad mode, 0 (keeps most) to 3 (keeps least)."""
     frame_ms: int = 30
     """VAD frame length: 10, 20 or 30 ms."""
-    min_pause_ms: int = 300
+    min_speech_ms: int = 60
+    """Shorter runs of speech frames are blips (clicks, coughs), not speech."""
+    min_pause_ms: int = 450
     """A pause at least this long ends a speech region."""
     padding_ms: int = 150
-    """Silence kept before and after speech in each clip."""
+    """Audio kept before and after speech in each clip (at most half the pause to a neighbour)."""
     min_duration_s: float = 1.0
     """Shorter regions are merged with a neighbour or dropped."""
     max_duration_s: float = 12.0
     """Longer regions are split at their longest internal pause."""
+    energy_gate_db: float = 15.0
+    """Inside a speech region, frames this far below its loud level count as pause (noise, music beds); 0 = off."""
     target_lufs: float = -23.0
     """Integrated loudness of every clip after normalisation."""
+    true_peak_dbfs: float = -1.0
+    """Ceiling for the 4x oversampled peak after normalisation."""
+    fade_ms: int = 10
+    """Fade-in and fade-out of every clip."""
+    block_s: float = 30.0
+    """Audio decoded and resampled per block; memory does not grow with the source."""
+    dnsmos: bool = True
+    """Score every clip with DNSMOS (SIG, BAK, OVRL); off for speed."""
+    speaker: bool = True
+    """Speaker embedding per clip: similarity to the target, two-voice flag; off for speed."""
+    speaker_change_below: float = 0.75
+    """Flag a clip as two voices when its speaker consistency (see voicemill/segment.py) is below this."""
+    workers: int = 0
+    """Sources segmented in parallel; 0 = one per CPU core."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +88,42 @@ class TranscribeParams:
     model: str = "tiny.en"
     """'tiny.en' or 'base' (bundled), a local CTranslate2 dir, or a hub name."""
     device: str = "auto"
-    """'auto', 'cpu' or 'cuda'."""
+    """'auto' (CUDA when CTranslate2 sees a GPU, else CPU), 'cpu' or 'cuda'."""
     compute_type: str = "auto"
     """'auto' (int8 on CPU, float16 on CUDA) or a CTranslate2 compute type."""
     beam_size: int = 5
+    batch_size: int = 8
+    """Clips packed into one 30 s Whisper window (1 s of silence apart), and windows decoded as one batch; 0 or 1:
+    one call per clip (see voicemill/asr.py transcribe_clips)."""
+    initial_prompt: str = ""
+    """Text given to Whisper as preceding context in every window (spelling, names, style); empty for none."""
     cpu_threads: int = 0
     """CPU threads for CTranslate2; 0 lets it choose."""
+    language: str = ""
+    """'' decodes every clip in common.language; 'auto' detects each clip's language (multilingual models; an
+    English-only model always hears 'en') and decodes in it."""
+    language_mismatch_probability: float = 0.5
+    """Mark language_mismatch when the detected language is not common.language with more than this probability."""
+    fallback_model: str = ""
+    """A second ASR model (same choices as model, e.g. 'base') for low-scored clips; empty: off."""
+    fallback_below: float = -0.5
+    """Clips whose avg_logprob (mean log word probability) is lower, or with no word heard, go to fallback_model."""
+    use_subtitles: bool = True
+    """Take a clip's text from the source's human subtitles in common.language when their cues fit the clip."""
+    subtitle_tolerance_s: float = 0.5
+    """Subtitle timing slack: a cue may start or end this far outside the clip and still count as inside."""
+    subtitle_min_coverage: float = 0.5
+    """The cues inside a clip must cover at least this share of its duration."""
+    max_compression_ratio: float = 2.4
+    """Hallucination flag 'compression' above this gzip ratio of the text (Whisper's own limit)."""
+    max_repeats: int = 2
+    """Flag 'repeat' when a phrase is said more often than this in a row (a single word: one more)."""
+    max_silence_share: float = 0.8
+    """Flag 'silence' on text over a clip with a larger non-speech share (segment's silence_share)."""
+    min_chars_per_s: float = 4.0
+    """Flag 'too_short' below this many spoken characters per second of speech."""
+    max_chars_per_s: float = 30.0
+    """Flag 'too_long' above this many spoken characters per second of speech."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +132,37 @@ class BuildDatasetParams:
     """Share of clips held out for validation."""
     min_val_clips: int = 4
     """At least this many validation clips (when there are enough clips)."""
-    min_words: int = 1
-    """Drop clips whose transcript has fewer words."""
     min_duration_s: float = 0.5
+    """Drop clips shorter than this."""
     max_duration_s: float = 15.0
+    """Drop clips longer than this."""
+    min_words: int = 1
+    """Drop clips whose normalised transcript has fewer words."""
+    max_words: int = 80
+    """Drop clips whose normalised transcript has more words; 0: no limit."""
+    max_clipped_share: float = 0.001
+    """Drop clips with a larger share of samples at full scale (segment's clipped_share)."""
+    min_dnsmos_ovrl: float = 2.5
+    """Drop clips whose DNSMOS OVRL (1-5) is lower; clean speech scores about 3.2-3.4. 0: off."""
+    drop_speaker_change: bool = True
+    """Drop clips in which segment heard two speakers (speaker_change)."""
+    min_speaker_similarity: float = 0.75
+    """Drop clips less similar (cosine, 0-1) to the target speaker; the same voice scores 0.85-0.95. 0: off."""
+    drop_language_mismatch: bool = True
+    """Drop clips whose ASR language is not common.language (transcribe's language_mismatch)."""
+    drop_hallucinations: bool = True
+    """Drop clips whose transcript carries a hallucination flag (transcribe's hallucination)."""
+    min_confidence: float = 0.4
+    """Drop ASR transcripts with a lower confidence (exp of the mean token log-probability). 0: off."""
+    rate_iqr_k: float = 1.5
+    """Drop clips whose characters per second lie outside q1 - k*IQR .. q3 + k*IQR of their source. 0: off.
+
+    Tukey's 1.5 drops about 0.7% of normally spread clips; on the demo it drops the clip whose
+    transcript lost its last words (a text too short for its audio)."""
+    rate_min_clips: int = 8
+    """A source needs this many clips for a speaking-rate fence; smaller ones are not checked."""
+    drop_duplicate_texts: bool = True
+    """Keep one clip per text (case and punctuation ignored): the first by clip id."""
 
 
 @dataclass(frozen=True)
