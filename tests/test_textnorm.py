@@ -130,3 +130,9 @@ def test_for_scoring_makes_spoken_equivalents_equal_per_language(written, spoken
 
 def test_for_scoring_keeps_accents_and_splits_hyphens():
     assert for_scoring("Quatre-vingt-dix élèves, Straße!", "fr") == "quatre vingt dix élèves strasse"
+
+
+def test_for_scoring_treats_spelling_variants_and_units_as_equal():
+    assert for_scoring("They travelled 25 km to the centre.") == for_scoring(
+        "They traveled twenty-five kilometers to the center.")
+    assert for_scoring("neighbours", "en") != for_scoring("neighbours", "de")  # English only

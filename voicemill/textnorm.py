@@ -704,10 +704,36 @@ def normalize(text: str, language: str = "en", *, lowercase: bool = False) -> st
     return text.lower() if lowercase else text
 
 
+#: For scoring English: spellings and unit symbols that sound the same as their
+#: counterparts (a reader says "kilometres" for "km"; "colour" and "color"
+#: are one word). British spellings map to American ones, as Whisper's
+#: English normaliser does; only whole words, only in :func:`for_scoring`.
+SCORING_EQUIVALENTS_EN = {
+    "km": "kilometers", "cm": "centimeters", "mm": "millimeters", "kg": "kilograms", "g": "grams",
+    "kilometre": "kilometer", "kilometres": "kilometers", "centimetre": "centimeter", "centimetres": "centimeters",
+    "metre": "meter", "metres": "meters", "litre": "liter", "litres": "liters", "centre": "center",
+    "centres": "centers", "theatre": "theater", "neighbour": "neighbor", "neighbours": "neighbors",
+    "colour": "color", "colours": "colors", "favourite": "favorite", "honour": "honor", "labour": "labor",
+    "flavour": "flavor", "harbour": "harbor", "travelled": "traveled", "travelling": "traveling",
+    "traveller": "traveler", "travellers": "travelers", "cancelled": "canceled", "organise": "organize",
+    "organised": "organized", "realise": "realize", "realised": "realized", "recognise": "recognize",
+    "programme": "program", "grey": "gray", "cheque": "check", "catalogue": "catalog", "ave": "avenue",
+    "st": "street", "dr": "doctor", "mr": "mister", "mrs": "missus",
+}
+
+
 def for_scoring(text: str, language: str = "en") -> str:
-    """Normalised, casefolded, punctuation-free text for WER and CER; accents stay."""
+    """Normalised, casefolded, punctuation-free text for WER and CER; accents stay.
+
+    In English, spelling variants and unit symbols are made equal too
+    (:data:`SCORING_EQUIVALENTS_EN`), so "travelled 25 km" scores equal to
+    "traveled twenty-five kilometers".
+    """
     text = normalize(text, language).casefold()
     text = text.replace("-", " ")
     text = re.sub(r"[^\w\s']|_", " ", text)
     text = text.replace("'", "")
-    return re.sub(r"\s+", " ", text).strip()
+    words = text.split()
+    if str(language or "").split("-")[0].split("_")[0] == "en":
+        words = [SCORING_EQUIVALENTS_EN.get(w, w) for w in words]
+    return " ".join(words)
