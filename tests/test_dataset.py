@@ -56,7 +56,7 @@ def _clip_rows(n: int, source: str = "src-a") -> tuple[pd.DataFrame, pd.DataFram
         transcripts.append({
             "clip_id": clip_id, "text": text, "language": "en", "language_probability": 0.99,
             "confidence": 0.8, "avg_logprob": math.log(0.8), "no_speech_prob": 0.01, "compression_ratio": 1.2,
-            "words": "[]", "model": "tiny.en", "text_source": "asr", "language_mismatch": False,
+            "words": "[]", "model": "tiny.en", "chosen_model": "tiny.en", "text_source": "asr", "language_mismatch": False,
             "hallucination": "",
         })
     return pd.DataFrame(clips), pd.DataFrame(transcripts)
