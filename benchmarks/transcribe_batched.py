@@ -86,7 +86,7 @@ def truth_wer(clips: pd.DataFrame, texts: list[str], truths: dict, language: str
     errors = words = 0
     for source_id, t in truths.items():
         mine = clips.index[clips["source_id"] == source_id]
-        c = asr.truth_counts(t, [(clips.at[i, "start_s"], clips.at[i, "end_s"], texts[i]) for i in mine], language)
+        c = truth.truth_counts(t, [(clips.at[i, "start_s"], clips.at[i, "end_s"], texts[i]) for i in mine], language)
         errors, words = errors + c["word_errors"], words + c["words"]
     if not words:
         raise VoicemillError("no ground-truth sentence lies inside the clips; is this the demo's segment output?")

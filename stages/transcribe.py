@@ -287,7 +287,7 @@ def metrics(table: pd.DataFrame, clips: pd.DataFrame, truths: dict, language: st
         totals = {"word_errors": 0, "words": 0, "char_errors": 0, "chars": 0, "sentences": 0, "sentences_covered": 0}
         for source_id, t in truths.items():
             mine = merged[merged["source_id"] == source_id]
-            counts = asr.truth_counts(t, list(zip(mine["start_s"], mine["end_s"], mine["text"])), language)
+            counts = truth.truth_counts(t, list(zip(mine["start_s"], mine["end_s"], mine["text"])), language)
             for k in totals:
                 totals[k] += counts[k]
         out["truth"] = {"wer": round(totals["word_errors"] / max(1, totals["words"]), 4),

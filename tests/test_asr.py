@@ -2,6 +2,7 @@ import pytest
 import soxr
 
 from voicemill import asr
+from voicemill.truth import truth_counts
 from voicemill.scoring import wer
 
 
@@ -110,7 +111,7 @@ def test_truth_counts_take_the_sentences_mostly_inside_clips():
         {"index": 2, "text": "Goodbye now.", "start_s": 7.0, "end_s": 9.0},  # only 30 % inside a clip
     ]}
     clips = [(3.8, 6.2, "It costs $4.75."), (0.8, 3.2, "The bakery opened in 1986."), (8.4, 9.5, "")]
-    counts = asr.truth_counts(truth, clips, "en")
+    counts = truth_counts(truth, clips, "en")
     # reference: "the bakery opened in nineteen eighty seven it costs four dollars and seventy five cents"
     assert counts["sentences"] == 3 and counts["sentences_covered"] == 2
     assert counts["words"] == 15

@@ -455,27 +455,3 @@ def hallucination_flags(text: str, duration_s: float, silence_share: float | Non
         elif rate < checks.min_chars_per_s:
             flags.append("too_short")
     return flags
-
-
-def truth_counts(truth: dict, clips: list[tuple[float, float, str]], language: str,
-                 min_inside: float = 0.5) -> dict:
-    """WER/CER counts of one source's clip transcripts against its ground truth.
-
-    ``clips``: (start_s, end_s, text) in the source. The reference is the
-    truth sentences covered by clips (more than ``min_inside`` of a sentence's
-    time lies inside clips), in order; the hypothesis is the clip texts in
-    time order. Both sides go through the scoring normaliser
-    (:func:`voicemill.scoring.error_counts`).
-    """
-    from voicemill.scoring import error_counts
-
-    spans = sorted((a, b) for a, b, _ in clips)
-    covered = []
-    for s in truth.get("sentences", []):
-        length = s["end_s"] - s["start_s"]
-        inside = sum(max(0.0, min(b, s["end_s"]) - max(a, s["start_s"])) for a, b in spans)
-        if length > 0 and inside > min_inside * length:
-            covered.append(s["text"])
-    hypothesis = " ".join(t for _, _, t in sorted(clips, key=lambda c: c[0]) if t)
-    counts = error_counts(" ".join(covered), hypothesis, language)
-    return {**counts, "sentences": len(truth.get("sentences", [])), "sentences_covered": len(covered)}

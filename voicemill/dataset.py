@@ -49,7 +49,7 @@ import pandas as pd
 
 from voicemill import manifest
 from voicemill.errors import VoicemillError
-from voicemill.fsutil import atomic_path
+from voicemill.fsutil import atomic_path, sha256_file
 from voicemill.textnorm import for_scoring, normalize
 
 _LOGGER = logging.getLogger(__name__)
@@ -355,14 +355,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fingerprint(rows: pd.DataFrame, root: Path) -> str:
     """sha256 over the kept clips sorted by id: id, split, normalised text, audio sha256.
 
@@ -371,7 +363,7 @@ def fingerprint(rows: pd.DataFrame, root: Path) -> str:
     """
     h = hashlib.sha256()
     for r in rows.sort_values("clip_id").itertuples():
-        h.update(f"{r.clip_id}\t{r.split}\t{r.normalized}\t{file_sha256(Path(root) / r.wav)}\n".encode())
+        h.update(f"{r.clip_id}\t{r.split}\t{r.normalized}\t{sha256_file(Path(root) / r.wav)}\n".encode())
     return h.hexdigest()
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import pandas as pd
 
 from voicemill.audio import AudioError, probe, require_ffmpeg
-from voicemill.fsutil import atomic_path
+from voicemill.fsutil import atomic_path, sha256_file
 from voicemill.sources import Source, SourcesError
 
 _LOGGER = logging.getLogger(__name__)
@@ -68,14 +68,6 @@ class ItemError(RuntimeError):
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def short_hash(*parts: str) -> str:

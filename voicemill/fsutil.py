@@ -9,6 +9,7 @@ file, which no reader mistakes for a finished output.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -57,3 +58,12 @@ def write_json(path: Path, data) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's contents, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

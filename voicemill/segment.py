@@ -259,19 +259,6 @@ def plan_regions(flags: np.ndarray, energy_db: np.ndarray, policy: CutPolicy) ->
     return regions, dropped, vad
 
 
-def plan_cuts(samples_16k: np.ndarray, policy: CutPolicy) -> tuple[list[tuple[float, float]], int]:
-    """Clip boundaries in seconds (padding included) and the count of dropped regions.
-
-    The whole-array form of what :func:`scan` + :func:`plan_regions` do block by block.
-    """
-    vad = VadStream(policy)
-    vad.feed(samples_16k)
-    flags, energy = vad.result()
-    regions, dropped, vad_flags = plan_regions(flags, energy, policy)
-    cuts = cuts_from_regions(regions, len(samples_16k) / VAD_RATE, policy, vad_flags)
-    return [(c.start_s, c.end_s) for c in cuts], dropped
-
-
 # ------------------------------------------------------------- streaming
 
 

@@ -24,6 +24,9 @@ end and the span of each of its words, in seconds of the source. The measures:
 ``target_speech_kept_share``
     The share of the target speaker's speech (sentence time) that lies inside
     those kept clips.
+
+:func:`truth_counts` does the same for transcripts: WER/CER counts of clip
+texts against the sentences they cover.
 """
 
 from __future__ import annotations
@@ -147,3 +150,27 @@ def compare(clips: pd.DataFrame, truths: dict[str, dict], max_duration_s: float,
         })
     report["per_source"] = per_source
     return report
+
+
+def truth_counts(truth: dict, clips: list[tuple[float, float, str]], language: str,
+                 min_inside: float = 0.5) -> dict:
+    """WER/CER counts of one source's clip transcripts against its ground truth.
+
+    ``clips``: (start_s, end_s, text) in the source. The reference is the
+    truth sentences covered by clips (more than ``min_inside`` of a sentence's
+    time lies inside clips), in order; the hypothesis is the clip texts in
+    time order. Both sides go through the scoring normaliser
+    (:func:`voicemill.scoring.error_counts`).
+    """
+    from voicemill.scoring import error_counts
+
+    spans = sorted((a, b) for a, b, _ in clips)
+    covered = []
+    for s in truth.get("sentences", []):
+        length = s["end_s"] - s["start_s"]
+        inside = sum(_overlap(a, b, s["start_s"], s["end_s"]) for a, b in spans)
+        if length > 0 and inside > min_inside * length:
+            covered.append(s["text"])
+    hypothesis = " ".join(t for _, _, t in sorted(clips, key=lambda c: c[0]) if t)
+    counts = error_counts(" ".join(covered), hypothesis, language)
+    return {**counts, "sentences": len(truth.get("sentences", [])), "sentences_covered": len(covered)}
