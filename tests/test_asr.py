@@ -78,8 +78,17 @@ def test_windows_hold_at_most_batch_size_clips_and_30_seconds():
     ("Up at 7 AM, home by 10:30pm", "Up at 7 a.m., home by 10:30 p.m."),
     ("Pi is 3.14 and it costs $4.30.", "Pi is 3.14 and it costs $4.30."),  # no time preposition, money
     ("Rates rose to 4.25% this year", "Rates rose to 4.25% this year"),
+    ("The train leaves at 1045 from Platform 7.", "The train leaves at 10:45 from Platform 7."),
+    ("We met at 730, then left.", "We met at 7:30, then left."),
+    ("Born in 1045, crowned at 1999 prices", "Born in 1045, crowned at 1999 prices"),  # not a time
+    ("It climbs at 1045 metres and runs at 1500 rpm", "It climbs at 1045 metres and runs at 1500 rpm"),
+    ("Meet at 1100 sharp", "Meet at 1100 sharp"),  # whole hours may be quantities: left alone
+    ("Membership is dollar 25 a year.", "Membership is $25 a year."),
+    ("Pounds 12.50 and euro 3", "£12.50 and €3"),
+    ("It costs a dollar 25, one dollar 50 with milk", "It costs a dollar 25, one dollar 50 with milk"),
+    ("about 40 dollars", "about 40 dollars"),
 ])
-def test_tidy_text_rewrites_whisper_times_only(heard, written):
+def test_tidy_text_rewrites_whisper_times_and_money_only(heard, written):
     assert asr.tidy_text(heard) == written
 
 
@@ -154,3 +163,26 @@ def test_packed_clips_read_like_clips_decoded_alone(piper_voice):
         assert p["words"] and all(0 <= w["start_s"] <= w["end_s"] <= duration for w in p["words"])
         assert 0 < p["confidence"] <= 1 and p["avg_logprob"] <= 0
         assert abs(p["avg_logprob"] - a["avg_logprob"]) < 0.3  # per-clip scores, not the window's
+
+
+def test_clip_skipped_by_its_packed_window_is_decoded_alone(piper_voice, monkeypatch):
+    """The window decoder sometimes skips a sentence; that clip must not come back empty."""
+    texts, audios = _demo_like_clips(piper_voice)
+    model = asr.load_model("tiny.en", cpu_threads=2)
+    real = asr._decode_windows
+
+    def skipping_clip_one(model, audios, windows, language, opts):
+        decoded = real(model, audios, windows, language, opts)
+        out = []
+        for window, (words, spans, no_speech) in zip(windows, decoded):
+            if 1 in window:  # drop the words that fall in clip 1's span, as a skipped sentence would
+                a, b = spans[window.index(1)]
+                words = [w for w in words if not a <= (w.start + w.end) / 2 <= b]
+            out.append((words, spans, no_speech))
+        return out
+
+    monkeypatch.setattr(asr, "_decode_windows", skipping_clip_one)
+    results = asr.transcribe_clips(model, audios, "en", asr.DecodeOptions(batch_size=8))
+    assert results[1]["packed_clips"] == 1 and results[1]["words"]
+    assert wer(texts[1], results[1]["text"]) <= 0.2, results[1]["text"]
+    assert all(r["packed_clips"] > 1 for k, r in enumerate(results) if k != 1)

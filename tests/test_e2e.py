@@ -71,7 +71,11 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
     assert truth["boundary_error_median_ms"] <= 80, truth
     assert truth["cuts_inside_words"] == 0, truth
     assert truth["speaker_purity"] >= 0.98, truth
+    # Issue 5's goals: transcripts against the truth, and what the dataset metrics say.
+    heard = json.loads((repo / "metrics" / "transcribe.json").read_text())["truth"]
+    assert heard["wer"] <= 0.03 and heard["sentences_covered"] == heard["sentences"], heard
     dataset = json.loads((repo / "metrics" / "dataset.json").read_text())
+    assert {"hours", "clips", "dropped", "fingerprint"} <= dataset.keys()
     assert dataset["hours"] * 60 > 3.5  # the demo is over 4 minutes; VAD trims the pauses
 
     again = run(["dvc", "repro"], repo, env)

@@ -208,13 +208,30 @@ def _decode(model, audio: np.ndarray, language: str | None, opts: DecodeOptions)
 _DOTTED_TIME_RE = re.compile(
     r"\b(at|by|until|till|from|after|before|since|to) ([01]?\d|2[0-3])\.([0-5]\d)\b(?![.,]\d|\s?%| percent)",
     re.IGNORECASE)
+# Small Whisper models also write "leaves at ten forty-five" as "at 1045",
+# which would read back as "one thousand and forty-five". After "at", three or
+# four digits that make a clock time (hour 1-23, minutes 01-59: "at 1100" or
+# "at 2000" may be quantities) and are not followed by a unit are a time.
+_UNITS = (r"percent|degrees?|feet|foot|ft|miles?|mph|km|kilomet(?:er|re)s?|met(?:er|re)s?|m|cm|mm|kg|g|"
+          r"grams?|kilograms?|pounds?|lbs?|ounces?|oz|litres?|liters?|l|ml|volts?|v|hz|rpm|people|times|points")
+_BARE_TIME_RE = re.compile(rf"\b(at) (1?\d|2[0-3])([0-5]\d)\b(?<!00)(?![.,:]\d|\s?[%°]|\s?(?:{_UNITS})\b)", re.IGNORECASE)
+# And they write "twenty-five dollars" as "dollar 25": read back, that says
+# "dollar twenty-five" (spoken English for $1.25). A currency word right
+# before a number, not after "a"/"one" (where it is that spoken form), is the
+# currency sign.
+_CURRENCY_WORD_RE = re.compile(
+    r"(?<![\w$£€.,])(?<!\ba )(?<!\bone )(dollars?|euros?|pounds?) (\d[\d,]*(?:\.\d+)?)\b(?!\s?(?:%|percent))",
+    re.IGNORECASE)
+_CURRENCY_SIGN = {"dollar": "$", "euro": "€", "pound": "£"}
 # "6pm", "7 PM", "9am" -> "6 p.m.": the form the normaliser reads as "p m".
 _AM_PM_RE = re.compile(r"\b(\d{1,2}(?::[0-5]\d)?) ?([ap])\.? ?m\b\.?", re.IGNORECASE)
 
 
 def tidy_text(text: str) -> str:
-    """Whisper's spellings of times made readable by the normaliser (see the comments above)."""
+    """Whisper's spellings of times and money made readable by the normaliser (see the comments above)."""
     text = _DOTTED_TIME_RE.sub(r"\1 \2:\3", text)
+    text = _BARE_TIME_RE.sub(r"\1 \2:\3", text)
+    text = _CURRENCY_WORD_RE.sub(lambda m: _CURRENCY_SIGN[m.group(1).lower().rstrip("s")] + m.group(2), text)
     text = _AM_PM_RE.sub(lambda m: f"{m.group(1)} {m.group(2).lower()}.m.", text)
     return re.sub(r"\s+", " ", text).strip()
 
@@ -310,7 +327,8 @@ def transcribe_clips(model, audios: list[np.ndarray], language: str | None | lis
     only (no sampling fallback); with ``batch_size`` 0 or 1 every clip is
     decoded alone by ``WhisperModel.transcribe`` with Whisper's usual
     temperature fallback (seeded, so reruns agree). A clip longer than a
-    window is always decoded alone.
+    window is always decoded alone, and so is a packed clip in which the
+    window's decoder heard no word (it sometimes skips a sentence).
 
     Per-clip scores stay per clip: ``avg_logprob`` is the mean over the clip's
     own words of the log of the word probability (faster-whisper's word
@@ -352,6 +370,15 @@ def transcribe_clips(model, audios: list[np.ndarray], language: str | None | lis
                     results[i] = _result(clip_words, durations[i], spans[k][0], lang, 1.0, no_speech, len(window))
             if progress is not None:
                 progress(sum(len(w) for w in batch))
+    # A packed window's decoder now and then skips a whole sentence (seen with
+    # shorter windows): a clip that got no word there is decoded alone.
+    for window in packed:
+        for i in window:
+            if len(window) > 1 and not results[i]["words"]:
+                words, info, no_speech = _decode(model, audios[i], languages[i], opts)
+                if words:
+                    _LOGGER.debug("clip %d: no words in its packed window, %d decoded alone", i, len(words))
+                    results[i] = _result(words, durations[i], 0.0, languages[i], 1.0, no_speech, 1)
     return results  # type: ignore[return-value]
 
 
