@@ -78,6 +78,17 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
     assert {"hours", "clips", "dropped", "fingerprint"} <= dataset.keys()
     assert dataset["hours"] * 60 > 3.5  # the demo is over 4 minutes; VAD trims the pauses
 
+    # Every plot in dvc.yaml renders (custom template included), categories on the category axis.
+    shown = subprocess.run(["dvc", "plots", "show", "--json"], cwd=repo, env=env, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    plots = json.loads(shown.stdout)
+    assert "errors" not in plots, plots.get("errors")
+    for title in ("WER per utterance, synthesized vs real", "Dataset clips, speaking rate per clip"):
+        (content,) = [p["content"] for p in plots["data"][title]]
+        category = "x" if "WER" in title else "y"
+        assert content["encoding"][category]["field"] == "clip_id"
+        assert content["encoding"][category]["type"] == "nominal" and content["data"]["values"]
+
     again = run(["dvc", "repro"], repo, env)
     assert "Running stage" not in again and "up to date" in again
 

@@ -153,7 +153,8 @@ class BuildDatasetParams:
     drop_hallucinations: bool = True
     """Drop clips whose transcript carries a hallucination flag (transcribe's hallucination)."""
     min_confidence: float = 0.4
-    """Drop ASR transcripts with a lower confidence (exp of the mean token log-probability). 0: off."""
+    """Drop ASR transcripts with a lower confidence (the geometric mean of the word probabilities, see
+    transcribe's `confidence` column). 0: off."""
     rate_iqr_k: float = 1.5
     """Drop clips whose characters per second lie outside q1 - k*IQR .. q3 + k*IQR of their source. 0: off.
 
