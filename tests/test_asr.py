@@ -87,6 +87,7 @@ def test_windows_hold_at_most_batch_size_clips_and_30_seconds():
     ("Pounds 12.50 and euro 3", "£12.50 and €3"),
     ("It costs a dollar 25, one dollar 50 with milk", "It costs a dollar 25, one dollar 50 with milk"),
     ("about 40 dollars", "about 40 dollars"),
+    ("A bag weighs 5 pounds 12 ounces, twenty dollars 50 in all", "A bag weighs 5 pounds 12 ounces, twenty dollars 50 in all"),
 ])
 def test_tidy_text_rewrites_whisper_times_and_money_only(heard, written):
     assert asr.tidy_text(heard) == written

@@ -216,13 +216,23 @@ _UNITS = (r"percent|degrees?|feet|foot|ft|miles?|mph|km|kilomet(?:er|re)s?|met(?
           r"grams?|kilograms?|pounds?|lbs?|ounces?|oz|litres?|liters?|l|ml|volts?|v|hz|rpm|people|times|points")
 _BARE_TIME_RE = re.compile(rf"\b(at) (1?\d|2[0-3])([0-5]\d)\b(?<!00)(?![.,:]\d|\s?[%°]|\s?(?:{_UNITS})\b)", re.IGNORECASE)
 # And they write "twenty-five dollars" as "dollar 25": read back, that says
-# "dollar twenty-five" (spoken English for $1.25). A currency word right
-# before a number, not after "a"/"one" (where it is that spoken form), is the
-# currency sign.
+# "dollar twenty-five". A currency word right before a number is the currency
+# sign, unless an amount comes before it ("a dollar 25" is spoken English for
+# $1.25, "5 pounds 12 ounces" a weight).
 _CURRENCY_WORD_RE = re.compile(
-    r"(?<![\w$£€.,])(?<!\ba )(?<!\bone )(dollars?|euros?|pounds?) (\d[\d,]*(?:\.\d+)?)\b(?!\s?(?:%|percent))",
-    re.IGNORECASE)
+    r"(?<![\w$£€.,])(dollars?|euros?|pounds?) (\d[\d,]*(?:\.\d+)?)\b(?!\s?(?:%|percent))", re.IGNORECASE)
 _CURRENCY_SIGN = {"dollar": "$", "euro": "€", "pound": "£"}
+_AMOUNT_WORDS = frozenset("a an one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+                          "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
+                          "eighty ninety hundred thousand million billion half few several".split())
+
+
+def _currency_sign(m: re.Match) -> str:
+    before = m.string[:m.start()].split()
+    previous = before[-1].lower().strip(",;:") if before else ""
+    if previous in _AMOUNT_WORDS or re.fullmatch(r"[\d.,]*\d", previous):
+        return m.group(0)
+    return _CURRENCY_SIGN[m.group(1).lower().rstrip("s")] + m.group(2)
 # "6pm", "7 PM", "9am" -> "6 p.m.": the form the normaliser reads as "p m".
 _AM_PM_RE = re.compile(r"\b(\d{1,2}(?::[0-5]\d)?) ?([ap])\.? ?m\b\.?", re.IGNORECASE)
 
@@ -231,7 +241,7 @@ def tidy_text(text: str) -> str:
     """Whisper's spellings of times and money made readable by the normaliser (see the comments above)."""
     text = _DOTTED_TIME_RE.sub(r"\1 \2:\3", text)
     text = _BARE_TIME_RE.sub(r"\1 \2:\3", text)
-    text = _CURRENCY_WORD_RE.sub(lambda m: _CURRENCY_SIGN[m.group(1).lower().rstrip("s")] + m.group(2), text)
+    text = _CURRENCY_WORD_RE.sub(_currency_sign, text)
     text = _AM_PM_RE.sub(lambda m: f"{m.group(1)} {m.group(2).lower()}.m.", text)
     return re.sub(r"\s+", " ", text).strip()
 
