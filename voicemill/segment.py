@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import subprocess
 import threading
 import tempfile
@@ -262,6 +263,10 @@ def plan_regions(flags: np.ndarray, energy_db: np.ndarray, policy: CutPolicy) ->
 # ------------------------------------------------------------- streaming
 
 
+#: Blocks decoded ahead of the one being processed (each ``block_s`` of audio at the source rate).
+READ_AHEAD = 2
+
+
 class BlockReader:
     """Decode a media file with ffmpeg into float32 mono blocks at the file's own rate.
 
@@ -280,20 +285,52 @@ class BlockReader:
         self.block = max(1, int(block_s * self.rate))
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        """The blocks in order. A thread reads ahead (up to :data:`READ_AHEAD` blocks), so ffmpeg decodes
+        the next block while the caller resamples and runs the VAD on this one."""
         cmd = [require_ffmpeg(), "-nostdin", "-v", "error", "-i", str(self.path), "-vn", "-ac", "1",
                "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
-            got = 0
+            blocks: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+            stop = threading.Event()
+
+            def put(item) -> None:
+                while not stop.is_set():
+                    try:
+                        blocks.put(item, timeout=0.1)
+                        return
+                    except queue.Full:
+                        continue
+
+            def pump() -> None:
+                try:
+                    while not stop.is_set():
+                        data = proc.stdout.read(self.block * 4)
+                        put(data)
+                        if not data:
+                            return
+                except Exception as e:  # handed to the consumer
+                    put(e)
+
+            reader = threading.Thread(target=pump, name="ffmpeg-reader", daemon=True)
+            reader.start()
+            got, finished = 0, False
             try:
                 while True:
-                    data = proc.stdout.read(self.block * 4)
+                    data = blocks.get()
+                    if isinstance(data, Exception):
+                        raise AudioError(f"{self.path}: reading ffmpeg's output failed: {data}") from data
                     if not data:
+                        finished = True
                         break
                     data = data[: len(data) // 4 * 4]
                     got += len(data)
                     yield np.frombuffer(data, dtype=np.float32)
             finally:
+                stop.set()
+                if not finished:  # the caller stopped early, or an error: ffmpeg need not go on
+                    proc.kill()
+                reader.join()
                 proc.stdout.close()
                 code = proc.wait()
             if code != 0:
