@@ -11,8 +11,10 @@ from scipy.signal import butter, sosfilt
 from voicemill import demo, truth
 from voicemill.audio import AudioError, read_wav, write_wav
 from voicemill.segment import (
+    TRUE_PEAK_MARGIN,
     BlockReader,
     ClipOptions,
+    LoudnessMeter,
     CutPolicy,
     Region,
     bandwidth_hz,
@@ -145,6 +147,31 @@ def test_measures_see_noise_band_limits_and_clipping(short_episode, tmp_path):
     assert med["clean"]["bandwidth_hz"] > 7000 and med["narrow"]["bandwidth_hz"] < 5500
     assert med["clean"]["clipped_share"] == 0 and med["clipped"]["clipped_share"] > 0.001
     assert 0 < med["clean"]["silence_share"] < 0.5
+
+
+def test_fast_measures_agree_with_the_reference_implementations(short_episode, tmp_path):
+    """The clip pass's own loudness meter, windowed true peak and int16 writer give what pyloudnorm,
+    whole-clip oversampling and libsndfile give."""
+    import soundfile as sf
+
+    wav, _ = short_episode
+    samples, rate = read_wav(wav)
+    rng = np.random.default_rng(3)
+    ceiling = 10 ** (-1.0 / 20)
+    for k, (a, b) in enumerate([(0, len(samples)), (rate, int(1.41 * rate)), (2 * rate, 9 * rate)]):
+        clip = samples[a:b]
+        for signal in (clip, clip * 1e-4, (clip + rng.normal(0, 0.05, clip.size)).astype(np.float32)):
+            ours = LoudnessMeter(rate).integrated_loudness(signal)
+            theirs = pyloudnorm.Meter(rate).integrated_loudness(signal.astype(np.float64))
+            assert ours == theirs == float("-inf") or abs(ours - theirs) < 1e-9
+        loud = (clip / np.max(np.abs(clip)) * ceiling).astype(np.float32)
+        whole = true_peak(loud, rate)
+        assert whole > ceiling  # inter-sample peaks over the sample peak
+        assert abs(true_peak(loud, rate, above=ceiling * TRUE_PEAK_MARGIN) - whole) < 1e-6
+        over = (clip * 1.7).astype(np.float32)  # clipped by the writer
+        write_wav(tmp_path / f"ours{k}.wav", over, rate)
+        sf.write(tmp_path / f"ref{k}.wav", np.clip(over, -1, 1), rate, subtype="PCM_16", format="WAV")
+        assert (tmp_path / f"ours{k}.wav").read_bytes() == (tmp_path / f"ref{k}.wav").read_bytes()
 
 
 def test_snr_estimate_on_frame_levels():

@@ -26,7 +26,8 @@ clip pass then reads each clip from the spill file. Memory therefore does not
 grow with the length of a source.
 
 Each clip has its DC offset removed, is loudness-normalised to ``target_lufs``
-with pyloudnorm under a true-peak ceiling (4x oversampled peak at
+(BS.1770 loudness from :class:`LoudnessMeter`, pyloudnorm's meter
+vectorised) under a true-peak ceiling (4x oversampled peak at
 ``true_peak_dbfs``), gets ``fade_ms`` fades, and is written as 16-bit PCM.
 
 Measures per clip (before normalisation unless noted): integrated loudness,
@@ -56,10 +57,12 @@ from pathlib import Path
 
 import numpy as np
 import pyloudnorm
+import scipy.fft
 import soxr
 import webrtcvad
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.ndimage import percentile_filter
+from scipy.signal import sosfilt
 
 from voicemill import scoring
 from voicemill.audio import AudioError, decode, frame_rms_db, probe, require_ffmpeg, write_wav
@@ -72,6 +75,7 @@ SNR_CAP_DB = 60.0
 BANDWIDTH_RANGE_DB = 50.0
 FLOOR_WINDOW_S = 3.0
 CLIP_THREADS = 2
+TRUE_PEAK_PAD = 128  # samples around the loud stretches that true_peak oversamples
 TRUE_PEAK_MARGIN = 10 ** (-3.0 / 20)  # inter-sample peaks exceed sample peaks by less
 NAN = float("nan")
 
@@ -416,16 +420,32 @@ def scan(path: Path, rate: int, policy: CutPolicy, spill: Path, block_s: float =
 # ------------------------------------------------------------ clip measures
 
 
-def true_peak(clip: np.ndarray, rate: int) -> float:
+def true_peak(clip: np.ndarray, rate: int, above: float | None = None) -> float:
     """Peak of the signal 4x oversampled (the inter-sample peak a DAC would produce).
 
     Oversampling raises a peak by at most about 3 dB, so :func:`normalise`
-    only calls this for clips whose sample peak is within 3 dB of the ceiling.
+    only calls this for clips whose sample peak is within 3 dB of the ceiling,
+    and with ``above`` only the stretches around samples louder than that are
+    oversampled (:data:`TRUE_PEAK_PAD` samples either side: the resampler's
+    filter is shorter, so the peak is the whole-clip value to float precision).
     """
     if clip.size == 0:
         return 0.0
-    over = soxr.resample(clip.astype(np.float32), rate, rate * 4, quality="HQ")
-    return float(max(np.max(np.abs(over)), np.max(np.abs(clip))))
+    clip = clip.astype(np.float32, copy=False)
+    peak = float(np.max(np.abs(clip)))
+    if above is None:
+        spans = [(0, clip.size - 1)]
+    else:
+        loud = np.flatnonzero(np.abs(clip) > above)
+        if loud.size == 0:
+            return peak
+        gaps = np.flatnonzero(np.diff(loud) > 2 * TRUE_PEAK_PAD)
+        spans = list(zip(loud[np.r_[0, gaps + 1]], loud[np.r_[gaps, loud.size - 1]]))
+    for first, last in spans:
+        lo, hi = max(0, first - TRUE_PEAK_PAD), min(clip.size, last + TRUE_PEAK_PAD + 1)
+        over = soxr.resample(clip[lo:hi], rate, rate * 4, quality="HQ")
+        peak = max(peak, float(np.max(np.abs(over))))
+    return peak
 
 
 def snr_db(energy_db: np.ndarray) -> float:
@@ -451,7 +471,8 @@ def bandwidth_hz(clip: np.ndarray, rate: int) -> float:
     n = 1024
     frames = np.lib.stride_tricks.sliding_window_view(clip.astype(np.float32), n)[:: n // 2]
     frames = frames - frames.mean(axis=1, keepdims=True)
-    psd = np.mean(np.abs(np.fft.rfft(frames * np.hanning(n).astype(np.float32), axis=1)) ** 2, axis=0)
+    spectrum = scipy.fft.rfft(frames * np.hanning(n).astype(np.float32), axis=1)  # float32 in, complex64 out
+    psd = np.mean(spectrum.real**2 + spectrum.imag**2, axis=0, dtype=np.float64)
     freqs = np.fft.rfftfreq(n, 1 / rate)
     level = 10 * np.log10(np.maximum(psd, 1e-20))
     level = np.convolve(np.pad(level, 2, mode="edge"), np.ones(5) / 5, mode="valid")  # smooth single bins
@@ -459,9 +480,54 @@ def bandwidth_hz(clip: np.ndarray, rate: int) -> float:
     return float(freqs[above[-1]]) if above.size else 0.0
 
 
-def measure(clip: np.ndarray, rate: int, meter: pyloudnorm.Meter) -> dict:
+class LoudnessMeter:
+    """ITU-R BS.1770-4 integrated loudness of mono audio, as ``pyloudnorm.Meter`` measures it, vectorised.
+
+    The same K-weighting filters (pyloudnorm's coefficients, in float64) and
+    the same 400 ms blocks at 75% overlap with absolute (-70 LUFS) and
+    relative (-10 LU) gating; block energies come from one cumulative sum
+    instead of a Python loop per block (pyloudnorm's loop was a third of the
+    clip pass). Agrees with pyloudnorm to 1e-9 LU (tests).
+    """
+
+    BLOCK_S = 0.4
+    STEP = 0.25  # of a block: 75% overlap
+
+    def __init__(self, rate: int):
+        from pyloudnorm.iirfilter import IIRfilter
+
+        self.rate = rate
+        stages = (IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, rate, "high_shelf"),
+                  IIRfilter(0.0, 0.5, 38.0, rate, "high_pass"))
+        # Both biquads as one second-order-sections filter (pyloudnorm runs two lfilter calls; same result).
+        self.sos = np.array([np.concatenate([f.b, f.a]) for f in stages])
+        self.gain = float(np.prod([f.passband_gain for f in stages]))
+
+    def integrated_loudness(self, clip: np.ndarray) -> float:
+        x = np.asarray(clip, dtype=np.float64)
+        if len(x) < self.BLOCK_S * self.rate:
+            return float("-inf")
+        x = self.gain * sosfilt(self.sos, x)
+        block = self.BLOCK_S * self.rate
+        blocks = int(np.round((len(x) / self.rate - self.BLOCK_S) / (self.BLOCK_S * self.STEP))) + 1
+        j = np.arange(blocks)
+        lower = (self.BLOCK_S * (j * self.STEP) * self.rate).astype(np.int64)
+        upper = np.minimum((self.BLOCK_S * (j * self.STEP + 1) * self.rate).astype(np.int64), len(x))
+        energy = np.concatenate([[0.0], np.cumsum(x * x)])
+        z = (energy[upper] - energy[lower]) / block
+        with np.errstate(divide="ignore"):
+            level = -0.691 + 10 * np.log10(z)
+            above = level >= -70.0
+            if not above.any():
+                return float("-inf")
+            relative = -0.691 + 10 * np.log10(np.mean(z[above])) - 10.0
+            gated = (level > relative) & (level > -70.0)
+            return float(-0.691 + 10 * np.log10(np.mean(z[gated]))) if gated.any() else float("-inf")
+
+
+def measure(clip: np.ndarray, rate: int, meter: LoudnessMeter) -> dict:
     """Level measures of a clip before normalisation."""
-    loudness = float(meter.integrated_loudness(clip.astype(np.float64))) if len(clip) > 0.4 * rate else float("-inf")
+    loudness = meter.integrated_loudness(clip)
     return {
         "loudness_lufs": loudness if np.isfinite(loudness) else -70.0,
         "peak": float(np.max(np.abs(clip))) if clip.size else 0.0,
@@ -481,7 +547,7 @@ def normalise(clip: np.ndarray, rate: int, loudness_lufs: float, target_lufs: fl
     ceiling = 10 ** (true_peak_dbfs / 20)
     peak = float(np.max(np.abs(clip))) if clip.size else 0.0
     if peak > ceiling * TRUE_PEAK_MARGIN:  # within 3 dB of the ceiling: oversample to know
-        peak = true_peak(clip, rate)
+        peak = true_peak(clip, rate, above=ceiling * TRUE_PEAK_MARGIN)
     if peak > ceiling:
         clip = clip * (ceiling / peak)
     fade = min(len(clip) // 2, rate * fade_ms // 1000)
@@ -583,6 +649,7 @@ def segment_source(source_id: str, audio: Path, out_dir: Path, rate: int, policy
         cuts = cuts_from_regions(regions, total_s, policy, vad_flags)
         score = scorers(opts.dnsmos, opts.speaker) if (opts.dnsmos or opts.speaker) else None
         frame_s = policy.frame_ms / 1000
+        meter = LoudnessMeter(rate)
         lock = threading.Lock()
         fd = os.open(spill, os.O_RDONLY)
 
@@ -592,7 +659,7 @@ def segment_source(source_id: str, audio: Path, out_dir: Path, rate: int, policy
             clip = np.frombuffer(os.pread(fd, (b - a) * 4, a * 4), dtype=np.float32)
             fa = int(cut.start_s / frame_s)
             fb = max(fa + 1, int(cut.end_s / frame_s))
-            measures = measure(clip, rate, pyloudnorm.Meter(rate))
+            measures = measure(clip, rate, meter)
             out = normalise(clip, rate, measures["loudness_lufs"], opts.target_lufs, opts.true_peak_dbfs,
                             opts.fade_ms)
             clip_id = f"{source_id}_{i:04d}"
