@@ -246,3 +246,9 @@ def test_a_page_with_several_videos_is_expanded_like_a_playlist(tmp_path, server
                                     "</video><video src='two.mp4'></video><video src='one.mp4?v=3'></video></body></html>")
     rows, _, counts = download([Source("url", f"{base}/list.html", 2)], out, FAST)
     assert counts == {"kept": 2, "fetched": 1, "removed": 0}  # the list grew by one video
+    _write_manifest(out, rows)
+    (root / "list.html").unlink()  # the playlist cannot be listed again: its videos must not be deleted
+    again, failures, counts = download([Source("url", f"{base}/list.html", 2)], out, FAST)
+    assert len(failures) == 1 and "404" in failures[0]["reason"]
+    assert counts["removed"] == 0 and sorted(r["source_id"] for r in again) == sorted(r["source_id"] for r in rows)
+    assert all((out / r["audio_path"]).exists() for r in again)

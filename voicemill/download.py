@@ -439,8 +439,13 @@ def download(sources: list[Source], out_dir: Path, opts: FetchOptions) -> tuple[
             else:
                 raise SourcesError(f"line {src.line}: unknown source kind {src.kind!r}")
         except (AudioError, ItemError, SourcesError, OSError) as e:
-            _LOGGER.warning("skipped line %d (%s): %s", src.line, src.origin, e)
+            # The entry failed as a whole (a playlist that could not be listed again, an unreadable
+            # Parquet file): what it brought before stays, so a network hiccup never deletes data.
+            kept = previous.of_entry(src)
+            _LOGGER.warning("skipped line %d (%s): %s%s", src.line, src.origin, e,
+                            f"; its {len(kept)} item(s) from the last run are kept" if kept else "")
             failures.append({"line": src.line, "origin": src.origin, "reason": str(e)})
+            rows.extend(kept)
 
     unique: dict[str, dict] = {}
     for row in rows:
