@@ -4,7 +4,7 @@
 VENV ?= .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test repro clean
+.PHONY: setup demo test clean
 
 setup:
 	bash scripts/setup.sh

@@ -40,6 +40,7 @@ def build_source(work: Path, hours: float) -> Path:
     import soxr
 
     from voicemill import demo
+    from voicemill.fsutil import atomic_path
 
     path = work / f"long_{hours:g}h_48k_stereo.flac"
     if path.exists():
@@ -54,14 +55,12 @@ def build_source(work: Path, hours: float) -> Path:
     base48 = soxr.resample(np.concatenate(base), rate, 48000, quality="HQ")
     stereo = np.stack([base48, base48 * 0.9], axis=1)
     total = int(hours * 3600 * 48000)
-    tmp = path.with_suffix(".tmp.flac")
-    with sf.SoundFile(tmp, "w", 48000, 2, subtype="PCM_16", format="FLAC") as f:
+    with atomic_path(path) as tmp, sf.SoundFile(tmp, "w", 48000, 2, subtype="PCM_16", format="FLAC") as f:
         written = 0
         while written < total:
             part = stereo[: total - written]
             f.write(part)
             written += len(part)
-    os.replace(tmp, path)
     return path
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from voicemill import cli, params
-from voicemill.fsutil import atomic_path, write_json
+from voicemill.fsutil import atomic_path, without_nan, write_json
 
 _LOGGER = logging.getLogger("stages.evaluate")
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics, rows = evaluate.score_sets(sentences, synth, real, eval_opts)
         if rtf is not None:
             metrics["speed"] = {"rtf_torch": rtf, "threads": opts.num_threads}
-        metrics = evaluate.without_nan(metrics)
+        metrics = without_nan(metrics)  # the report shows what the metrics file holds
         with atomic_path(Path(args.scores)) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
         write_json(Path(args.metrics), metrics)

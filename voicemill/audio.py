@@ -49,12 +49,13 @@ def probe(path: Path) -> dict:
             "channels": int(streams[0].get("channels", 0))}
 
 
-def decode(path: Path, sample_rate: int) -> np.ndarray:
-    """Decode any media file ffmpeg reads into float32 mono at ``sample_rate``."""
+def decode(path: Path, sample_rate: int, max_s: float | None = None) -> np.ndarray:
+    """Decode any media file ffmpeg reads into float32 mono at ``sample_rate`` (at most its first ``max_s``)."""
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: file not found")
-    cmd = [require_ffmpeg(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1",
+    limit = ["-t", f"{max_s:g}"] if max_s is not None else []
+    cmd = [require_ffmpeg(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1", *limit,
            "-ar", str(sample_rate), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
@@ -82,9 +83,10 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
     libsndfile's per-sample loop was a fifth of segment's clip pass; other
     dtypes go to libsndfile as they are.
     """
-    samples = np.clip(samples, -1.0, 1.0)
-    if samples.dtype == np.float32:
+    if samples.dtype == np.float32:  # clipping after scaling gives what clipping to -1..1 first gives
         samples = np.clip(np.floor(samples * np.float32(32768)), -32768, 32767).astype(np.int16)
+    else:
+        samples = np.clip(samples, -1.0, 1.0)
     with atomic_path(Path(path)) as tmp:
         sf.write(str(tmp), samples, sample_rate, subtype="PCM_16", format="WAV")
 
@@ -107,9 +109,3 @@ def sound_bounds(samples: np.ndarray, sample_rate: int, threshold_db: float = -4
     if loud.size == 0:
         return 0, 0
     return int(loud[0] * frame), int((loud[-1] + 1) * frame)
-
-
-def trim_silence(samples: np.ndarray, sample_rate: int, threshold_db: float = -45.0, frame_ms: int = 5) -> np.ndarray:
-    """Cut leading and trailing frames quieter than ``threshold_db`` dBFS."""
-    start, end = sound_bounds(samples, sample_rate, threshold_db, frame_ms)
-    return samples[start:end]

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.linalg
 
 from voicemill.errors import VoicemillError
-from voicemill.scoring import SCORE_RATE, to_16k
+from voicemill.scoring import SCORE_RATE, cosine, to_16k
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class ClapBackend:
             t = self.model.get_text_features(**tokens)
         t = getattr(t, "pooler_output", t)[0].numpy()
         a = self._audio_features(audio, rate)
-        return float(np.dot(a, t) / (np.linalg.norm(a) * np.linalg.norm(t) + 1e-12))
+        return cosine(a, t)
 
 
 def make_backend(name: str, asr_model: str = "tiny.en", clap_model: str = "", num_threads: int = 2,

@@ -26,7 +26,6 @@ Metrics (the keys of ``metrics/eval.json``):
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +45,6 @@ Clip = tuple[np.ndarray, int]
 @dataclass(frozen=True)
 class EvalOptions:
     asr_model: str = "tiny.en"
-    max_utterances: int = 6
     num_threads: int = 2
     fad_backends: list[str] = field(default_factory=lambda: ["resemblyzer", "whisper"])
     clap_model: str = ""
@@ -188,14 +186,3 @@ def score_sets(sentences: list[tuple[str, str]], synth: dict[str, Clip], real: d
             speaker_encoder=speakers.encoder)
         metrics["fad"][name] = embeddings.fad_report(backend, ordered_synth, ordered_real)
     return metrics, per_utt
-
-
-def without_nan(value):
-    """NaN and infinities become None (null in JSON), which DVC and browsers can read."""
-    if isinstance(value, dict):
-        return {k: without_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without_nan(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -23,7 +23,7 @@ import torch
 
 from voicemill.errors import VoicemillError
 from voicemill.fsutil import atomic_path, write_json
-from voicemill.tts import load_voice
+from voicemill.tts import load_voice, synthesize, text_to_ids
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,17 +51,14 @@ def export_onnx(voice_dir: Path, onnx_path: Path, max_abs_diff: float, num_threa
     scales = np.array([0.0, float(model.length_scale), 0.0], dtype=np.float32)
     diffs, onnx_s, audio_s = [], 0.0, 0.0
     for text in CHECK_SENTENCES:
-        ids = np.array([model.tokenizer.text_to_ids(text)], dtype=np.int64)
+        ids = np.array([text_to_ids(model, text)], dtype=np.int64)
         t0 = time.perf_counter()
         (onnx_out,) = session.run(["output"], {"input": ids, "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
                                                "scales": scales})
         onnx_s += time.perf_counter() - t0
         onnx_wav = onnx_out.reshape(-1)
         audio_s += onnx_wav.size / config.audio.sample_rate
-        model.inference_noise_scale, model.inference_noise_scale_dp = 0.0, 0.0
-        with torch.no_grad():
-            torch_wav = model.inference(torch.from_numpy(ids), aux_input={"x_lengths": torch.from_numpy(
-                np.array([ids.shape[1]], dtype=np.int64))})["model_outputs"].reshape(-1).numpy()
+        torch_wav = synthesize(model, text, noise_scale=0.0, noise_scale_dp=0.0).reshape(-1)
         if torch_wav.size != onnx_wav.size:
             raise VoicemillError(f"ONNX and PyTorch outputs differ in length ({onnx_wav.size} vs {torch_wav.size}) "
                                f"for {text!r}: the export is broken")

@@ -59,15 +59,18 @@ def wer(reference: str, hypothesis: str, language: str = "en") -> float:
     return c["word_errors"] / max(1, c["words"])
 
 
+def _dnsmos_input(audio: np.ndarray, rate: int) -> np.ndarray:
+    """16 kHz float32, scaled down when it peaks over full scale (DNSMOS expects -1..1)."""
+    audio = to_16k(audio, rate)
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return audio / peak if peak > 1.0 else audio
+
+
 def dnsmos(audio: np.ndarray, rate: int) -> dict:
     """DNSMOS P.835 and P.808 scores (1 to 5, higher is better)."""
     from speechmos import dnsmos as _dnsmos
 
-    audio = to_16k(audio, rate)
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak > 1.0:
-        audio = audio / peak
-    r = _dnsmos.run(audio, SCORE_RATE)
+    r = _dnsmos.run(_dnsmos_input(audio, rate), SCORE_RATE)
     return {"dnsmos_sig": float(r["sig_mos"]), "dnsmos_bak": float(r["bak_mos"]),
             "dnsmos_ovrl": float(r["ovrl_mos"]), "dnsmos_p808": float(r["p808_mos"])}
 
@@ -82,10 +85,7 @@ def dnsmos_p835(audio: np.ndarray, rate: int) -> dict:
     """
     from speechmos import dnsmos as _dnsmos
 
-    audio = to_16k(audio, rate).astype(np.float32)
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak > 1.0:
-        audio = audio / peak
+    audio = _dnsmos_input(audio, rate)
     if audio.size == 0:
         audio = np.zeros(SCORE_RATE, dtype=np.float32)
     if _dnsmos.dnsmos is None:
@@ -137,20 +137,16 @@ class SpeakerEncoder:
         self.encoder = VoiceEncoder(device="cpu", verbose=False)
 
     def embed(self, audio: np.ndarray, rate: int) -> np.ndarray:
-        from resemblyzer import preprocess_wav
-
-        wav = preprocess_wav(to_16k(audio, rate), source_sr=SCORE_RATE)
-        if wav.size < SCORE_RATE // 4:
-            wav = to_16k(audio, rate)  # too little voiced audio after trimming: use it all
-        return self.encoder.embed_utterance(wav)
+        return self.embed_partials(audio, rate)[0]
 
     def embed_partials(self, audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
         """The clip's embedding and those of its 1.6 s partial windows (at least one)."""
         from resemblyzer import preprocess_wav
 
-        wav = preprocess_wav(to_16k(audio, rate), source_sr=SCORE_RATE)
+        audio = to_16k(audio, rate)
+        wav = preprocess_wav(audio, source_sr=SCORE_RATE)
         if wav.size < SCORE_RATE // 4:
-            wav = to_16k(audio, rate)
+            wav = audio  # too little voiced audio after trimming: use it all
         embedding, partials, _ = self.encoder.embed_utterance(wav, return_partials=True)
         return embedding, partials
 

@@ -43,20 +43,19 @@ embeddings to the clip's own embedding; low means two voices in one clip).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
 import subprocess
 import threading
 import tempfile
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyloudnorm
 import scipy.fft
 import soxr
 import webrtcvad
@@ -110,14 +109,12 @@ class Region:
 
 @dataclass(frozen=True)
 class Cut:
-    """A clip to cut: its bounds with padding, and the speech inside, in seconds and frames."""
+    """A clip to cut: its bounds with padding, and the speech inside, in seconds."""
 
     start_s: float
     end_s: float
     speech_start_s: float
     speech_end_s: float
-    first_frame: int
-    end_frame: int
 
 
 def _runs(flags: np.ndarray, value: bool) -> list[tuple[int, int]]:
@@ -245,7 +242,7 @@ def cuts_from_regions(regions: list[Region], total_s: float, policy: CutPolicy,
         gap_after = (regions[i + 1].start * sec if i + 1 < len(regions) else total_s) - end
         lo = start - min(pad_lo, gap_before / 2 if i else gap_before)
         hi = end + min(pad_hi, gap_after / 2 if i + 1 < len(regions) else gap_after)
-        cuts.append(Cut(max(0.0, lo), min(total_s, hi), start, end, r.start, r.end))
+        cuts.append(Cut(max(0.0, lo), min(total_s, hi), start, end))
     return cuts
 
 
@@ -381,7 +378,6 @@ class Scan:
     flags: np.ndarray
     energy_db: np.ndarray
     samples: int  # at the clip rate, in the spill file
-    source_rate: int
 
 
 def scan(path: Path, rate: int, policy: CutPolicy, spill: Path, block_s: float = 30.0) -> Scan:
@@ -414,7 +410,7 @@ def scan(path: Path, rate: int, policy: CutPolicy, spill: Path, block_s: float =
             push(block, False)
         push(np.zeros(0, dtype=np.float32), True)
     flags, energy = vad.result()
-    return Scan(flags, energy, written, reader.rate)
+    return Scan(flags, energy, written)
 
 
 # ------------------------------------------------------------ clip measures
@@ -528,10 +524,11 @@ class LoudnessMeter:
 def measure(clip: np.ndarray, rate: int, meter: LoudnessMeter) -> dict:
     """Level measures of a clip before normalisation."""
     loudness = meter.integrated_loudness(clip)
+    level = np.abs(clip)
     return {
         "loudness_lufs": loudness if np.isfinite(loudness) else -70.0,
-        "peak": float(np.max(np.abs(clip))) if clip.size else 0.0,
-        "clipped_share": float(np.mean(np.abs(clip) >= CLIP_LEVEL)) if clip.size else 0.0,
+        "peak": float(np.max(level)) if clip.size else 0.0,
+        "clipped_share": float(np.mean(level >= CLIP_LEVEL)) if clip.size else 0.0,
     }
 
 
@@ -540,10 +537,9 @@ def normalise(clip: np.ndarray, rate: int, loudness_lufs: float, target_lufs: fl
     """DC removal, loudness to ``target_lufs``, a true-peak ceiling, short fades."""
     clip = clip.astype(np.float64) - np.mean(clip)
     if loudness_lufs > -70.0:
-        with warnings.catch_warnings():
-            # pyloudnorm warns about peaks over 1.0; the ceiling below handles them.
-            warnings.simplefilter("ignore", UserWarning)
-            clip = pyloudnorm.normalize.loudness(clip, loudness_lufs, target_lufs)
+        # The gain pyloudnorm.normalize.loudness applies, without its over-1.0 warning (the ceiling below
+        # handles peaks) and the warnings filter that would need, which is not thread-safe.
+        clip = np.power(10.0, (target_lufs - loudness_lufs) / 20.0) * clip
     ceiling = 10 ** (true_peak_dbfs / 20)
     peak = float(np.max(np.abs(clip))) if clip.size else 0.0
     if peak > ceiling * TRUE_PEAK_MARGIN:  # within 3 dB of the ceiling: oversample to know
@@ -573,18 +569,22 @@ def consistency(partials: np.ndarray, min_windows: int = 2) -> float:
     return float(lowest)
 
 
+@functools.cache
+def speaker_encoder() -> scoring.SpeakerEncoder:
+    """resemblyzer's encoder, loaded once per process (clip scoring and the reference share it)."""
+    import torch
+
+    # One thread: identical numbers whether sources run serially or in workers.
+    torch.set_num_threads(1)
+    return scoring.SpeakerEncoder()
+
+
 class Scorers:
     """DNSMOS and the speaker encoder, loaded once per process and only when asked for."""
 
     def __init__(self, dnsmos: bool, speaker: bool):
         self.dnsmos = dnsmos
-        self.encoder = None
-        if speaker:
-            import torch
-
-            # One thread: identical numbers whether sources run serially or in workers.
-            torch.set_num_threads(1)
-            self.encoder = scoring.SpeakerEncoder()
+        self.encoder = speaker_encoder() if speaker else None
 
     def __call__(self, clip: np.ndarray, rate: int) -> tuple[dict, np.ndarray | None]:
         out = {}
@@ -746,9 +746,9 @@ def score_speakers(results: list[SourceResult], reference: np.ndarray | None) ->
 
 def reference_embedding(paths: list[Path], max_s: float = 600.0) -> np.ndarray:
     """The target speaker from one or more reference recordings (the first ``max_s`` of each)."""
-    encoder = scorers(False, True).encoder
+    encoder = speaker_encoder()
     embeddings = []
     for path in paths:
-        audio = decode(path, VAD_RATE)[: int(max_s * VAD_RATE)]
+        audio = decode(path, VAD_RATE, max_s=max_s + 1.0)[: int(max_s * VAD_RATE)]
         embeddings.append(encoder.embed(audio, VAD_RATE))
     return scoring.mean_embedding(embeddings)
