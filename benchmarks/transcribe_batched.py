@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -32,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soxr
 
 from voicemill import asr, manifest, params, truth
 from voicemill.audio import read_wav
 from voicemill.errors import VoicemillError
+from voicemill.scoring import to_16k
 
 GOAL_SPEEDUP = 1.5
 
@@ -49,26 +48,11 @@ def build_demo_clips(work: Path, params_file: Path) -> Path:
     p = ["--params", str(params_file)]
     if download.main(p + ["--sources", str(work / "sources.yaml"), "--out", str(work / "raw")]) != 0:
         raise VoicemillError("the download stage failed on the demo (see above)")
-    argv = p + ["--raw", str(work / "raw"), "--out", str(work / "clips")]
-    if _takes_metrics(segment):  # keep the repository's metrics/segment.json untouched
-        argv += ["--metrics", str(work / "segment.json")]
+    # --metrics: keep the repository's metrics/segment.json untouched
+    argv = p + ["--raw", str(work / "raw"), "--out", str(work / "clips"), "--metrics", str(work / "segment.json")]
     if segment.main(argv) != 0:
         raise VoicemillError("the segment stage failed on the demo (see above)")
-    clips = work / "clips"
-    if not (clips / truth.TRUTH_DIR).is_dir():
-        # An older segment stage does not copy the ground truth: take it from the download.
-        sources = manifest.read(work / "raw" / "manifest.parquet", "sources")
-        (clips / truth.TRUTH_DIR).mkdir()
-        for src in sources.itertuples():
-            if getattr(src, "truth_path", ""):
-                shutil.copy2(work / "raw" / src.truth_path, clips / truth.TRUTH_DIR / f"{src.source_id}.json")
-    return clips
-
-
-def _takes_metrics(module) -> bool:
-    import inspect
-
-    return '"--metrics"' in inspect.getsource(module.main)
+    return work / "clips"
 
 
 def load_clips(clips_dir: Path) -> tuple[pd.DataFrame, list[np.ndarray]]:
@@ -77,17 +61,13 @@ def load_clips(clips_dir: Path) -> tuple[pd.DataFrame, list[np.ndarray]]:
     audios = []
     for path in clips["path"]:
         samples, rate = read_wav(clips_dir / path)
-        audios.append((soxr.resample(samples, rate, asr.ASR_RATE) if rate != asr.ASR_RATE else samples)
-                      .astype(np.float32))
+        audios.append(to_16k(samples, rate))  # Whisper's rate
     return clips, audios
 
 
 def truth_wer(clips: pd.DataFrame, texts: list[str], truths: dict, language: str) -> tuple[float, int, int]:
-    errors = words = 0
-    for source_id, t in truths.items():
-        mine = clips.index[clips["source_id"] == source_id]
-        c = truth.truth_counts(t, [(clips.at[i, "start_s"], clips.at[i, "end_s"], texts[i]) for i in mine], language)
-        errors, words = errors + c["word_errors"], words + c["words"]
+    c = truth.total_counts(truths, clips.assign(text=texts), language)
+    errors, words = c["word_errors"], c["words"]
     if not words:
         raise VoicemillError("no ground-truth sentence lies inside the clips; is this the demo's segment output?")
     return errors / words, errors, words

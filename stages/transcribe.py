@@ -75,13 +75,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soxr
 from tqdm import tqdm
 
 from voicemill import asr, cli, manifest, params, subtitles, truth
 from voicemill.audio import AudioError, frame_rms_db, read_wav
 from voicemill.fsutil import atomic_dir, write_json
-from voicemill.scoring import error_counts
+from voicemill.scoring import error_counts, to_16k
+from voicemill.textnorm import base_language
 
 _LOGGER = logging.getLogger("stages.transcribe")
 
@@ -132,7 +132,8 @@ def _languages(model, audios: list[np.ndarray], language: str, opts: params.Tran
     if opts.language == "auto":
         detected = asr.detect_languages(model, audios, opts.batch_size)
         return [lang for lang, _ in detected], detected
-    return [language] * len(audios), [(language, 1.0)] * len(audios)
+    decode_as = base_language(language)  # Whisper knows "en", not "en-GB"
+    return [decode_as] * len(audios), [(language, 1.0)] * len(audios)
 
 
 def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.TranscribeParams,
@@ -157,7 +158,7 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
             silence = estimate_silence_share(samples, rate)
         kept.append((clip, float(silence)))
         if not str(getattr(clip, "source_text", "") or ""):
-            audios.append(soxr.resample(samples, rate, asr.ASR_RATE) if rate != asr.ASR_RATE else samples)
+            audios.append(to_16k(samples, rate))  # Whisper's rate
     if not kept:
         raise cli.StageError(f"no clip in {clips_dir} could be read; rerun 'dvc repro segment'")
 
@@ -166,7 +167,7 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
     results, fallback, timing = [], {}, {"asr_s": 0.0, "audio_s": sum(len(a) for a in audios) / asr.ASR_RATE}
     if audios:
         model = asr.load_model(opts.model, opts.device, opts.compute_type, opts.cpu_threads)
-        if not asr.is_multilingual(model) and language != "en":
+        if not asr.is_multilingual(model) and base_language(language) != "en":
             raise cli.StageError(f"transcribe.model {opts.model!r} is English-only but common.language is "
                                  f"{language!r}; use a multilingual model (e.g. transcribe.model: base)")
         started = time.perf_counter()
@@ -283,13 +284,7 @@ def metrics(table: pd.DataFrame, clips: pd.DataFrame, truths: dict, language: st
         out["subtitles"] = {"clips": len(subs), "asr_wer": round(sum(x["word_errors"] for x in c)
                                                                  / max(1, sum(x["words"] for x in c)), 4)}
     if truths:
-        merged = clips.merge(table[["clip_id", "text"]], on="clip_id")
-        totals = {"word_errors": 0, "words": 0, "char_errors": 0, "chars": 0, "sentences": 0, "sentences_covered": 0}
-        for source_id, t in truths.items():
-            mine = merged[merged["source_id"] == source_id]
-            counts = truth.truth_counts(t, list(zip(mine["start_s"], mine["end_s"], mine["text"])), language)
-            for k in totals:
-                totals[k] += counts[k]
+        totals = truth.total_counts(truths, clips.merge(table[["clip_id", "text"]], on="clip_id"), language)
         out["truth"] = {"wer": round(totals["word_errors"] / max(1, totals["words"]), 4),
                         "cer": round(totals["char_errors"] / max(1, totals["chars"]), 4),
                         "sources": len(truths), **totals}

@@ -69,6 +69,7 @@ def test_windows_hold_at_most_batch_size_clips_and_30_seconds():
     assert asr.plan_windows(durations, batch_size=0) == [[i] for i in range(len(durations))]
     mixed = asr.plan_windows([2.0] * 4, 8, languages=["en", "en", "da", "en"])
     assert mixed == [[0, 1], [2], [3]]
+    assert asr.plan_windows([2.0] * 3, 8, languages=[None] * 3) == [[0], [1], [2]]  # detected one by one
 
 
 @pytest.mark.parametrize("heard, written", [
@@ -91,6 +92,11 @@ def test_windows_hold_at_most_batch_size_clips_and_30_seconds():
 ])
 def test_tidy_text_rewrites_whisper_times_and_money_only(heard, written):
     assert asr.tidy_text(heard) == written
+
+
+def test_tidy_text_leaves_other_languages_as_heard():
+    assert asr.tidy_text("Wir treffen uns  um 9 am Bahnhof", "de") == "Wir treffen uns um 9 am Bahnhof"
+    assert asr.tidy_text("Up at 7 AM", "en-GB") == "Up at 7 a.m."
 
 
 def test_longest_repeat():

@@ -19,8 +19,8 @@ import pytest
 from stages import build_dataset as stage
 from voicemill import dataset
 from voicemill.audio import write_wav
-from voicemill.dataset import REASONS, DatasetOptions, build_dataset, spoken_chars
-from voicemill.textnorm import normalize
+from voicemill.dataset import REASONS, DatasetOptions, build_dataset
+from voicemill.textnorm import normalize, spoken_chars
 
 RATE = 16000
 PAD_S = 0.15

@@ -35,6 +35,7 @@ import numpy as np
 
 from voicemill.errors import VoicemillError
 from voicemill.fsutil import atomic_dir
+from voicemill.textnorm import base_language, spoken_chars
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -160,14 +161,15 @@ def plan_windows(durations_s: list[float], batch_size: int, languages: list[str 
     """Group consecutive clips into windows of at most ``batch_size`` clips and ``window_s`` seconds.
 
     A clip longer than the window is decoded alone (Whisper then slides over
-    it); clips of different languages never share a window.
+    it); clips of different languages never share a window, nor do clips
+    whose language is None (to be detected: each is decoded alone).
     """
     windows: list[list[int]] = []
     current: list[int] = []
     length = 0.0
     for i, d in enumerate(durations_s):
         fits = (current and len(current) < max(1, batch_size) and length + gap_s + d <= window_s
-                and (languages is None or languages[current[0]] == languages[i]))
+                and (languages is None or (languages[i] is not None and languages[current[0]] == languages[i])))
         if current and not fits:
             windows.append(current)
             current, length = [], 0.0
@@ -237,12 +239,14 @@ def _currency_sign(m: re.Match) -> str:
 _AM_PM_RE = re.compile(r"\b(\d{1,2}(?::[0-5]\d)?) ?([ap])\.? ?m\b\.?", re.IGNORECASE)
 
 
-def tidy_text(text: str) -> str:
-    """Whisper's spellings of times and money made readable by the normaliser (see the comments above)."""
-    text = _DOTTED_TIME_RE.sub(r"\1 \2:\3", text)
-    text = _BARE_TIME_RE.sub(r"\1 \2:\3", text)
-    text = _CURRENCY_WORD_RE.sub(_currency_sign, text)
-    text = _AM_PM_RE.sub(lambda m: f"{m.group(1)} {m.group(2).lower()}.m.", text)
+def tidy_text(text: str, language: str = "en") -> str:
+    """Whisper's English spellings of times and money made readable by the normaliser (see the comments
+    above); whitespace tidied in every language ("um 9 am Bahnhof" is German, not a time)."""
+    if base_language(language) == "en":
+        text = _DOTTED_TIME_RE.sub(r"\1 \2:\3", text)
+        text = _BARE_TIME_RE.sub(r"\1 \2:\3", text)
+        text = _CURRENCY_WORD_RE.sub(_currency_sign, text)
+        text = _AM_PM_RE.sub(lambda m: f"{m.group(1)} {m.group(2).lower()}.m.", text)
     return re.sub(r"\s+", " ", text).strip()
 
 
@@ -251,7 +255,7 @@ def _result(words, duration_s: float, offset_s: float, language: str, language_p
     """One clip's result from the words that fell into it (times made relative to the clip)."""
     from faster_whisper.transcribe import get_compression_ratio
 
-    text = tidy_text("".join(w.word for w in words))
+    text = tidy_text("".join(w.word for w in words), language)
     probs = np.clip([w.probability for w in words], 1e-6, 1.0)
     avg_logprob = float(np.mean(np.log(probs))) if len(probs) else float("nan")
 
@@ -361,14 +365,16 @@ def transcribe_clips(model, audios: list[np.ndarray], language: str | None | lis
     durations = [len(a) / ASR_RATE for a in audios]
     results: list[dict | None] = [None] * n
     windows = plan_windows(durations, opts.batch_size, languages)
-    alone = [w for w in windows if opts.batch_size <= 1 or languages[w[0]] is None
-             or (len(w) == 1 and durations[w[0]] > PACK_WINDOW_S)]
+    alone, packed = [], []
+    for w in windows:
+        by_itself = (opts.batch_size <= 1 or languages[w[0]] is None
+                     or (len(w) == 1 and durations[w[0]] > PACK_WINDOW_S))
+        (alone if by_itself else packed).append(w)
     for (i,) in alone:
         words, info, no_speech = _decode(model, audios[i], languages[i], opts)
         results[i] = _result(words, durations[i], 0.0, info.language, info.language_probability, no_speech, 1)
         if progress is not None:
             progress(1)
-    packed = [w for w in windows if w not in alone]
     for lang in dict.fromkeys(languages[w[0]] for w in packed):
         mine = [w for w in packed if languages[w[0]] == lang]
         for b in range(0, len(mine), opts.batch_size):
@@ -425,10 +431,8 @@ def detect_languages(model, audios: list[np.ndarray], batch_size: int = 8) -> li
 
 def language_mismatch(detected: str, probability: float, expected: str, min_probability: float) -> bool:
     """The clip was heard in another language than ``expected``, with more than ``min_probability``."""
-    def base(code: str) -> str:  # en-GB is en
-        return (code or "").lower().replace("_", "-").split("-")[0]
-
-    return bool(detected) and base(detected) != base(expected) and probability > min_probability
+    return (bool(detected) and base_language(detected) != base_language(expected)
+            and probability > min_probability)
 
 
 @dataclass(frozen=True)
@@ -486,7 +490,7 @@ def hallucination_flags(text: str, duration_s: float, silence_share: float | Non
         flags.append("silence")
     speech_s = duration_s * (1.0 - (silence or 0.0))
     if speech_s > 0 and (silence is None or silence <= checks.max_silence_share):
-        rate = sum(c.isalnum() for c in normalize(text, language)) / speech_s if text else 0.0
+        rate = spoken_chars(normalize(text, language)) / speech_s if text else 0.0
         if rate > checks.max_chars_per_s:
             flags.append("too_long")
         elif rate < checks.min_chars_per_s:

@@ -232,8 +232,7 @@ def write_card(out_dir: Path, clips: pd.DataFrame, summary: dict, statuses: dict
     kept, dropped = clips[clips["kept"]], clips[~clips["kept"]]
     _histogram(out_dir / "duration_hist.png", kept["duration_s"], dropped["duration_s"], "clip duration (s)",
                "Clip durations")
-    has_text = dropped["has_transcript"] if "has_transcript" in dropped else True
-    _histogram(out_dir / "rate_hist.png", kept["chars_per_s"], dropped.loc[has_text, "chars_per_s"],
+    _histogram(out_dir / "rate_hist.png", kept["chars_per_s"], dropped.loc[dropped["has_transcript"], "chars_per_s"],
                "speaking rate (characters/s)", "Speaking rate")
     with atomic_path(out_dir / "README.md") as tmp:
         tmp.write_text(render(clips, summary, statuses, opts, sources), encoding="utf-8")

@@ -50,7 +50,7 @@ import pandas as pd
 from voicemill import manifest
 from voicemill.errors import VoicemillError
 from voicemill.fsutil import atomic_path, sha256_file
-from voicemill.textnorm import for_scoring, normalize
+from voicemill.textnorm import for_scoring, normalize, spoken_chars
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -282,11 +282,6 @@ def clean_for_csv(text: str) -> str:
     return " ".join(text.replace("|", " ").split())
 
 
-def spoken_chars(text: str) -> int:
-    """Letters and digits: what is pronounced (spaces and punctuation are not)."""
-    return sum(c.isalnum() for c in text)
-
-
 def prepare(clips: pd.DataFrame, transcripts: pd.DataFrame, language: str) -> pd.DataFrame:
     """Every clip joined with its transcript, with normalised text and measures."""
     df = clips.merge(transcripts.assign(has_transcript=True), on="clip_id", how="left",
@@ -414,12 +409,6 @@ def write_hf_parquet(rows: pd.DataFrame, root: Path, path: Path, batch_rows: int
                 }, schema=schema))
 
 
-def write_table(df: pd.DataFrame, path: Path) -> None:
-    """Parquet, atomically (for tables that are not a stage manifest)."""
-    with atomic_path(Path(path)) as tmp:
-        df.to_parquet(tmp, index=False)
-
-
 PLOT_COLUMNS = ("clip_id", "source_id", "duration_s", "speech_s", "chars_per_s", "n_words", "kept", "drop_reason")
 
 
@@ -490,7 +479,7 @@ def build_dataset(clips: pd.DataFrame, clips_dir: Path, transcripts: pd.DataFram
     write_metadata(out_dir / "metadata_val.csv", kept[kept["split"] == "val"])
     manifest.write(kept.drop(columns=["kept", "drop_reason", "drop_reasons", "has_transcript"]),
                    out_dir / "manifest.parquet", "dataset")
-    write_table(df, out_dir / "clips_all.parquet")
+    manifest.write_table(df, out_dir / "clips_all.parquet")
     write_hf_parquet(kept, out_dir, out_dir / "dataset.parquet")
 
     summary = {

@@ -110,7 +110,7 @@ def finish_row(out_dir: Path, source_id: str, src: Source, fingerprint: str, **f
     row = {
         "source_id": source_id,
         "kind": src.kind,
-        "entry": f"{src.origin}|{src.trim}",
+        "entry": src.entry,
         "origin": src.origin,
         "title": src.meta.get("title") or "",
         "channel": "",
@@ -168,8 +168,7 @@ class Previous:
         return row if row is not None and row.get("fingerprint") == fingerprint else None
 
     def of_entry(self, src: Source) -> list[dict]:
-        key = f"{src.origin}|{src.trim}"
-        return [r for r in self.rows.values() if r.get("entry") == key]
+        return [r for r in self.rows.values() if r.get("entry") == src.entry]
 
 
 # ------------------------------------------------------------------ kinds
@@ -215,8 +214,8 @@ def fetch_files(src: Source, out_dir: Path, previous: Previous, failures: list) 
     for path in expand_folder(Path(src.origin), src.line):
         try:
             content = sha256_file(path)
-            source_id = f"file-{short_hash(content, src.trim)}"
             fingerprint = short_hash(content, src.trim)
+            source_id = f"file-{fingerprint}"
             kept = previous.get(source_id, fingerprint)
             if kept is None:
                 to_wav(path, out_dir / f"{source_id}.wav", src.start_s, src.end_s)

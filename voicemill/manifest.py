@@ -48,11 +48,16 @@ def _check(df: pd.DataFrame, kind: str, path: Path) -> None:
         raise ManifestError(f"{path}: duplicate {required[0]} {dup!r} in the {kind} manifest")
 
 
+def write_table(df: pd.DataFrame, path: Path) -> None:
+    """Parquet, atomically (also for tables that are not a stage manifest)."""
+    with atomic_path(Path(path)) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
 def write(df: pd.DataFrame, path: Path, kind: str) -> None:
     """Validate ``df`` against the ``kind`` schema and write it atomically."""
     _check(df, kind, Path(path))
-    with atomic_path(Path(path)) as tmp:
-        df.to_parquet(tmp, index=False)
+    write_table(df, path)
 
 
 def read(path: Path, kind: str) -> pd.DataFrame:

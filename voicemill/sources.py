@@ -44,6 +44,9 @@ FIELDS = {"source", "kind", "title", "speaker", "language", "license", "start", 
 ROLES = ("voice", "reference")
 
 
+_URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")  # scheme://...
+
+
 class SourcesError(VoicemillError, ValueError):
     """The sources file is malformed; the message names the line and the fix."""
 
@@ -64,6 +67,11 @@ class Source:
         if self.start_s is None and self.end_s is None:
             return ""
         return f"{self.start_s or 0:g}-{'' if self.end_s is None else f'{self.end_s:g}'}"
+
+    @property
+    def entry(self) -> str:
+        """The entry's key in the download manifest: which items it brought, across runs."""
+        return f"{self.origin}|{self.trim}"
 
 
 def parse_time(value, where: str) -> float:
@@ -99,7 +107,7 @@ def _entry_lines(text: str) -> list[int]:
 def _infer_kind(raw: str, path: Path | None) -> str:
     if raw == "demo":
         return "demo"
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", raw):
+    if _URL_RE.match(raw):
         return "url"
     if path is not None and (path.suffix.lower() == ".parquet" or (
             path.is_dir() and any(path.glob("*.parquet")) and not any(
@@ -156,7 +164,7 @@ def read_sources(path: Path) -> list[Source]:
 def _make_source(entry: dict, path: Path, line: int, where: str) -> Source:
     raw = str(entry["source"]).strip()
     local = None
-    if raw != "demo" and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", raw):
+    if raw != "demo" and not _URL_RE.match(raw):
         local = Path(raw).expanduser()
         local = local if local.is_absolute() else (path.parent / local)
     kind = entry.get("kind") or _infer_kind(raw, local)

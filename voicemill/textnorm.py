@@ -422,10 +422,20 @@ LANGUAGES: dict[str, Language] = {
 _GENERIC = Language(num2words=None)
 
 
+def spoken_chars(text: str) -> int:
+    """Letters and digits: what is pronounced (spaces and punctuation are not)."""
+    return sum(c.isalnum() for c in text)
+
+
+def base_language(code: str) -> str:
+    """The language without its region, lowercased: "en-GB", "en_gb" and "EN" are "en"."""
+    return str(code or "").strip().lower().replace("_", "-").split("-")[0]
+
+
 def _language(language: str) -> Language:
     """The row for ``language`` ("pt-BR" falls back to "pt"); never fails."""
     key = str(language or "").strip().lower().replace("-", "_")
-    base = key.split("_")[0]
+    base = base_language(language)
     if key in LANGUAGES:
         return LANGUAGES[key]
     if base in LANGUAGES:
@@ -734,6 +744,6 @@ def for_scoring(text: str, language: str = "en") -> str:
     text = re.sub(r"[^\w\s']|_", " ", text)
     text = text.replace("'", "")
     words = text.split()
-    if str(language or "").split("-")[0].split("_")[0] == "en":
+    if base_language(language) == "en":
         words = [SCORING_EQUIVALENTS_EN.get(w, w) for w in words]
     return " ".join(words)

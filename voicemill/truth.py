@@ -174,3 +174,17 @@ def truth_counts(truth: dict, clips: list[tuple[float, float, str]], language: s
     hypothesis = " ".join(t for _, _, t in sorted(clips, key=lambda c: c[0]) if t)
     counts = error_counts(" ".join(covered), hypothesis, language)
     return {**counts, "sentences": len(truth.get("sentences", [])), "sentences_covered": len(covered)}
+
+
+def total_counts(truths: dict[str, dict], clips, language: str) -> dict:
+    """:func:`truth_counts` summed over the sources with ground truth.
+
+    ``clips``: a table with ``source_id``, ``start_s``, ``end_s`` and ``text``.
+    """
+    totals = {"word_errors": 0, "words": 0, "char_errors": 0, "chars": 0, "sentences": 0, "sentences_covered": 0}
+    for source_id, t in truths.items():
+        mine = clips[clips["source_id"] == source_id]
+        counts = truth_counts(t, list(zip(mine["start_s"], mine["end_s"], mine["text"])), language)
+        for k in totals:
+            totals[k] += counts[k]
+    return totals
