@@ -34,6 +34,23 @@ def short_episode(tmp_path_factory, piper_voice):
 
 
 @pytest.fixture()
+def measure(record_property):
+    """Record a value whose size depends on the CPU (an ASR error rate, a MOS, a similarity).
+
+    ``measure(name, value)`` returns the value, so it wraps the assertion's
+    operand. The values land in the JUnit XML as test properties;
+    ``scripts/portability.py`` collects them from each machine variation and
+    prints their spread next to the bounds the tests assert.
+    """
+
+    def _measure(name: str, value):
+        record_property(name, round(float(value), 4))
+        return value
+
+    return _measure
+
+
+@pytest.fixture()
 def write_params(tmp_path):
     """Write a params file from a dict of sections; returns its path."""
 

@@ -5,6 +5,9 @@ from voicemill import asr
 from voicemill.truth import truth_counts
 from voicemill.scoring import wer
 
+# ASR text from CTranslate2's int8 kernels on Piper audio from ONNX Runtime: both differ by CPU.
+pytestmark = pytest.mark.machine
+
 
 def test_unknown_local_path_lists_what_is_accepted(tmp_path):
     with pytest.raises(asr.ModelError, match="tiny.en"):
@@ -26,7 +29,7 @@ def test_auto_device_on_cpu():
 
 
 @pytest.mark.parametrize("name", ["tiny.en", "base"])
-def test_bundled_models_transcribe_piper_speech(name, piper_voice, tmp_path, monkeypatch):
+def test_bundled_models_transcribe_piper_speech(name, piper_voice, tmp_path, monkeypatch, measure):
     from voicemill.demo import synthesize
 
     monkeypatch.setenv("VOICEMILL_CACHE", str(tmp_path))
@@ -34,7 +37,9 @@ def test_bundled_models_transcribe_piper_speech(name, piper_voice, tmp_path, mon
     audio, rate = synthesize(piper_voice, text)
     model = asr.load_model(name, cpu_threads=2)
     result = asr.transcribe(model, soxr.resample(audio, rate, asr.ASR_RATE), "en")
-    assert wer(text, result["text"]) <= 0.2, result["text"]
+    # tiny.en mishears 2 of these 10 words on every instruction set tried (scripts/portability.py);
+    # up to 4 leaves a margin, while a model that does not hear English is near 1.
+    assert measure("wer", wer(text, result["text"])) <= 0.4, result["text"]
     assert result["language"] == "en"
     assert 0 < result["confidence"] <= 1
     assert result["words"] and result["words"][0]["end_s"] > result["words"][0]["start_s"]
@@ -151,7 +156,7 @@ def _demo_like_clips(voice):
     return texts, audios
 
 
-def test_packed_clips_read_like_clips_decoded_alone(piper_voice):
+def test_packed_clips_read_like_clips_decoded_alone(piper_voice, measure):
     texts, audios = _demo_like_clips(piper_voice)
     model = asr.load_model("tiny.en", cpu_threads=2)
     alone = asr.transcribe_clips(model, audios, "en", asr.DecodeOptions(batch_size=1))
@@ -161,10 +166,15 @@ def test_packed_clips_read_like_clips_decoded_alone(piper_voice):
     assert [r["packed_clips"] for r in alone] == [1] * len(texts)
     assert max(r["packed_clips"] for r in packed) > 1
     assert [r["packed_clips"] for r in pairs] == [2, 2, 2, 2, 1]
+    measure("max_wer_pairs_vs_alone", max(wer(a["text"], p["text"]) for a, p in zip(alone, pairs)))
+    measure("max_wer_packed_vs_alone", max(wer(a["text"], p["text"]) for a, p in zip(alone, packed)))
+    measure("max_wer_packed_vs_truth", max(wer(t, p["text"]) for t, p in zip(texts, packed)))
+    measure("max_logprob_diff", max(abs(p["avg_logprob"] - a["avg_logprob"]) for a, p in zip(alone, packed)))
+    # Packed and alone differ by one word in 13 at most here; allow three (context shifts decoding by CPU).
     for a, p in zip(alone, pairs):
-        assert wer(a["text"], p["text"]) <= 0.15, (a["text"], p["text"])
+        assert wer(a["text"], p["text"]) <= 0.25, (a["text"], p["text"])
     for text, a, p, audio in zip(texts, alone, packed, audios):
-        assert wer(a["text"], p["text"]) <= 0.15, (a["text"], p["text"])
+        assert wer(a["text"], p["text"]) <= 0.25, (a["text"], p["text"])
         assert wer(text, p["text"]) <= 0.2, (text, p["text"])
         duration = len(audio) / asr.ASR_RATE
         assert p["words"] and all(0 <= w["start_s"] <= w["end_s"] <= duration for w in p["words"])
@@ -172,7 +182,7 @@ def test_packed_clips_read_like_clips_decoded_alone(piper_voice):
         assert abs(p["avg_logprob"] - a["avg_logprob"]) < 0.3  # per-clip scores, not the window's
 
 
-def test_clip_skipped_by_its_packed_window_is_decoded_alone(piper_voice, monkeypatch):
+def test_clip_skipped_by_its_packed_window_is_decoded_alone(piper_voice, monkeypatch, measure):
     """The window decoder sometimes skips a sentence; that clip must not come back empty."""
     texts, audios = _demo_like_clips(piper_voice)
     model = asr.load_model("tiny.en", cpu_threads=2)
@@ -191,5 +201,5 @@ def test_clip_skipped_by_its_packed_window_is_decoded_alone(piper_voice, monkeyp
     monkeypatch.setattr(asr, "_decode_windows", skipping_clip_one)
     results = asr.transcribe_clips(model, audios, "en", asr.DecodeOptions(batch_size=8))
     assert results[1]["packed_clips"] == 1 and results[1]["words"]
-    assert wer(texts[1], results[1]["text"]) <= 0.2, results[1]["text"]
+    assert measure("wer", wer(texts[1], results[1]["text"])) <= 0.2, results[1]["text"]
     assert all(r["packed_clips"] > 1 for k, r in enumerate(results) if k != 1)

@@ -15,6 +15,9 @@ from stages import transcribe
 from voicemill import asr, manifest, subtitles
 from voicemill.audio import write_wav
 
+# ASR text (CTranslate2's int8 kernels) on Piper audio (ONNX Runtime): both move by CPU.
+pytestmark = pytest.mark.machine
+
 VTT = """\ufeffWEBVTT
 Kind: captions
 Language: en
@@ -162,7 +165,7 @@ def _run(tmp_path, write_params, clips_dir, sections, name="tr"):
     return table, json.loads((tmp_path / f"{name}.json").read_text())
 
 
-def test_stage_subtitles_first_then_asr_with_truth_metrics(tmp_path, write_params, clips_dir):
+def test_stage_subtitles_first_then_asr_with_truth_metrics(tmp_path, write_params, clips_dir, measure):
     table, metrics = _run(tmp_path, write_params, clips_dir, {"transcribe": {"cpu_threads": 2}})
     assert set(table.index) == {"src-a_0000", "src-a_0001", "src-a_0002", "src-b_0000", "src-b_0001", "ds-1_0000"}
     assert table.loc["src-b_0000", "text_source"] == "subtitles"
@@ -184,11 +187,11 @@ def test_stage_subtitles_first_then_asr_with_truth_metrics(tmp_path, write_param
     assert options["model"] == "tiny.en" and options["batch_size"] == 8 and options["device"] in ("cpu", "cuda")
 
     assert metrics["by_text_source"] == {"asr": 4, "subtitles": 1, "dataset": 1}
-    assert metrics["subtitles"]["clips"] == 1 and metrics["subtitles"]["asr_wer"] <= 0.2
+    assert metrics["subtitles"]["clips"] == 1 and measure("subtitles_asr_wer", metrics["subtitles"]["asr_wer"]) <= 0.2
     truth = metrics["truth"]
     assert truth["sources"] == 1 and truth["sentences"] == truth["sentences_covered"] == 3
     assert truth["words"] == 10 + 16 + 9  # "1962" is "nineteen sixty two" for scoring
-    assert truth["wer"] <= 0.1 and truth["cer"] <= 0.1
+    assert measure("truth_wer", truth["wer"]) <= 0.1 and measure("truth_cer", truth["cer"]) <= 0.1
     assert metrics["flagged"]["hallucination"] == 0
 
 
@@ -220,13 +223,13 @@ def test_stage_marks_clips_in_another_language(tmp_path, write_params, clips_dir
     assert "subtitles" not in metrics  # the subtitles are English, the dataset is Danish
 
 
-def test_language_mismatch_on_detected_languages(piper_voice, base_cache):
+def test_language_mismatch_on_detected_languages(piper_voice, base_cache, measure):
     from voicemill.demo import synthesize
 
     audio, rate = synthesize(piper_voice, "The community garden on Third Street now has sixty-four plots.")
     model = asr.load_model("base", cpu_threads=2)
     [(language, probability)] = asr.detect_languages(model, [soxr.resample(audio, rate, asr.ASR_RATE)])
-    assert language == "en" and probability > 0.5
+    assert language == "en" and measure("probability", probability) > 0.5
     assert asr.language_mismatch(language, probability, "da", 0.5)
     assert not asr.language_mismatch(language, probability, "en", 0.5)
     assert not asr.language_mismatch(language, probability, "en-GB", 0.5)

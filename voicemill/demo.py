@@ -32,8 +32,10 @@ and abbreviations.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,14 @@ PAUSE_RANGE_S = (0.2, 1.5)
 EDGE_SILENCE_S = 0.6
 #: Changes to how episodes are made; part of every demo item's fingerprint.
 DEMO_VERSION = "2"
+#: Portability checks only (``scripts/portability.py``): when set, e.g. to
+#: ``-90``, every synthesized sentence gets a seeded TPDF dither this many dB
+#: below full scale. ONNX Runtime picks its kernels by instruction set and has
+#: no switch to force another machine's, so this stands in for the last-bit
+#: differences another CPU makes in Piper's output. Unset: no dither.
+DITHER_ENV = "VOICEMILL_SYNTH_DITHER_DBFS"
+#: Seeds the dither together with the text, so a variation is reproducible.
+DITHER_SEED_ENV = "VOICEMILL_SYNTH_DITHER_SEED"
 
 HOST = "joe"
 GUEST = "guest"
@@ -259,7 +269,23 @@ def synthesize_words(voice, text: str, length_scale: float | None = None):
         offset += len(chunk.audio_float_array)
     if not chunks:
         raise VoicemillError(f"the Piper voice produced no audio for {text!r}")
-    return np.concatenate(chunks).astype(np.float32), int(rate), words
+    return _dither(np.concatenate(chunks).astype(np.float32), text), int(rate), words
+
+
+def _dither(audio: np.ndarray, text: str) -> np.ndarray:
+    """Add the portability check's dither (see :data:`DITHER_ENV`); unchanged when it is unset."""
+    level = os.environ.get(DITHER_ENV, "").strip()
+    if not level:
+        return audio
+    try:
+        amplitude = 10 ** (float(level) / 20)
+    except ValueError as e:
+        raise VoicemillError(f"{DITHER_ENV}={level!r}: expected a level in dBFS such as -90") from e
+    seed = f"{os.environ.get(DITHER_SEED_ENV, '0')}|{text}".encode()
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed).digest()[:8], "little"))
+    # Triangular (TPDF) dither: the sum of two uniforms, peak +-amplitude.
+    noise = rng.uniform(-0.5, 0.5, audio.size) + rng.uniform(-0.5, 0.5, audio.size)
+    return (audio + amplitude * noise).astype(np.float32)
 
 
 def speak(voice, line: Line) -> tuple[np.ndarray, int, list]:
