@@ -1,10 +1,11 @@
 # The two commands a new user needs (see README):
 #   make demo   install everything and run the whole pipeline on the bundled demo
-#   make test   install everything and run the test suite
+#   make test   install everything, run the test suite, then the machine-sensitive tests
+#               under other machines' instruction sets (scripts/portability.py)
 VENV ?= .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test portability clean
 
 setup:
 	bash scripts/setup.sh
@@ -15,6 +16,10 @@ demo: setup
 test:
 	bash scripts/setup.sh --test
 	python -m pytest -q
+	python -m scripts.portability --variations generic avx2
+
+portability: setup
+	python -m scripts.portability --variations native generic avx2
 
 clean:
 	rm -rf data models reports
