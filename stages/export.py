@@ -1,10 +1,11 @@
-"""export: write the trained voice as ONNX and check it against PyTorch.
+"""export: write the trained voice as a Piper voice, checked against PyTorch and loaded by Piper.
 
-Reads:  <voice>/model.pth + config.json (written by train)
-Writes: <onnx> (models/voice.onnx) and <onnx>.json (how to feed it: sample
-        rate, symbols, blank handling, scales), and <metrics>
-        (metrics/export.json: max_abs_diff against PyTorch with the noise
-        off, rtf_onnx, size_mb)
+Reads:  <voice>/model.pth, config.json, voice.json (written by train)
+Writes: <onnx> (models/voice.onnx) and <onnx>.json (the Piper voice config:
+        what `piper`, Home Assistant and `voicemill speak` read), and
+        <metrics> (metrics/export.json: max_abs_diff against PyTorch with the
+        noise off, rtf_onnx and rtf_joe in Piper's runtime on the same
+        sentences, rtf_vs_joe, size_mb)
 Params: export.max_abs_diff
 Usage:  python -m stages.export [--voice models/tts] [--onnx models/voice.onnx]
             [--metrics metrics/export.json]
@@ -31,13 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup_logging(args.debug)
 
     def body():
-        from voicemill.export import export_onnx
+        from voicemill.tts.export import export_voice
 
         _, opts = params.load(Path(args.params), "export")
-        s = export_onnx(Path(args.voice), Path(args.onnx), opts.max_abs_diff)
+        s = export_voice(Path(args.voice), Path(args.onnx), opts.max_abs_diff)
         write_json(Path(args.metrics), s)
-        _LOGGER.info("export: %s (%.1f MB, %d symbols), max |ONNX - PyTorch| %.2e, ONNX RTF %.3f",
-                     args.onnx, s["size_mb"], s["symbols"], s["max_abs_diff"], s["rtf_onnx"])
+        _LOGGER.info("export: %s (%.1f MB), max |ONNX - PyTorch| %.2e, Piper RTF %.3f (joe %.3f, %.2fx)",
+                     args.onnx, s["size_mb"], s["max_abs_diff"], s["rtf_onnx"], s["rtf_joe"], s["rtf_vs_joe"])
 
     return cli.run("export", body, args.debug)
 

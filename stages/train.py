@@ -1,14 +1,23 @@
-"""train: train a coqui-tts VITS voice on the LJSpeech dataset.
+"""train: fine-tune a Piper-shaped VITS voice on the dataset (or train one from scratch).
 
-Reads:  <dataset>/metadata.csv, metadata_train.csv, metadata_val.csv, wavs/
-        (written by build_dataset); train.restore_path when fine-tuning
-Writes: <out>/model.pth (weights, step, config), <out>/config.json (the VITS
-        config: audio, characters, model sizes), and DVCLive training curves
-        in <live> (metrics.json, plots/metrics/{train,eval}/*.tsv)
+Reads:  <dataset>/metadata*.csv, wavs/, phonemes.csv (written by build_dataset);
+        train.init_from: 'joe' (the bundled Piper voice), a Piper .onnx with
+        its .onnx.json, or a voice folder this stage wrote (read before
+        anything is written, so it may be <out> itself)
+Writes: <out>/model.pth (weights with the discriminator, step, preset),
+        <out>/config.json (coqui's VitsConfig), <out>/voice.json (the Piper
+        voice config: espeak voice, phoneme_id_map, sample rate, inference
+        scales), and DVCLive training curves in <live> (metrics.json,
+        plots/metrics/train/*.tsv)
 Params: common.sample_rate_hz, common.language, common.seed, train.*
+Recipe: from a Piper voice, `warmup_steps` steps train only what the voice
+        lacks (posterior encoder, duration posterior, discriminator) against
+        the frozen generator; then `adapt_parts` adapt at `lr_adapt` with the
+        adversarial loss ramping in (see voicemill/tts/training.py and the
+        README, "Training a voice").
 Usage:  python -m stages.train [--dataset data/dataset] [--out models/tts]
             [--live metrics/train]
-Experiment: dvc exp run -S train.lr=0.0005
+Experiment: dvc exp run -S train.lr_adapt=2e-5 -S train.max_steps=400
 """
 
 from __future__ import annotations
@@ -16,7 +25,6 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from voicemill import cli, params
@@ -33,17 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup_logging(args.debug)
 
     def body():
-        from voicemill.tts import TrainOptions, train
+        from voicemill.tts.training import TrainOptions, train
 
         common, opts = params.load(Path(args.params), "train")
-        for folder in (Path(args.out), Path(args.live)):
-            if folder.exists():
-                shutil.rmtree(folder)
-        t0 = time.monotonic()
+        if Path(args.live).exists():
+            shutil.rmtree(args.live)
         s = train(Path(args.dataset), Path(args.out), Path(args.live), params.fill(TrainOptions, opts, common))
-        _LOGGER.info("train: %s preset, %d step(s) on %d clip(s) (%d val), %d parameters, %.0f s -> %s",
-                     opts.preset, s["steps"], s["train_clips"], s["val_clips"], s["parameters"],
-                     time.monotonic() - t0, args.out)
+        _LOGGER.info("train: %s from %s, %d step(s) (%s) on %d clip(s), %.1f M generator parameters, %.0f s -> %s",
+                     opts.preset, opts.init_from or "scratch", s["steps"], ", ".join(s["phases"]), s["train_clips"],
+                     s["parameters"] / 1e6, s["seconds"], args.out)
 
     return cli.run("train", body, args.debug)
 

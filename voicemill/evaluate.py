@@ -54,7 +54,7 @@ class EvalOptions:
 
 def read_eval_sentences(dataset_dir: Path, max_utterances: int) -> list[tuple[str, str]]:
     """(clip_id, normalized text) of the first validation rows, sorted by id: a fixed set."""
-    from voicemill.tts import read_metadata
+    from voicemill.tts.coqui import read_metadata
 
     path = Path(dataset_dir) / "metadata_val.csv"
     if not path.exists():
@@ -84,16 +84,16 @@ def synthesize_set(voice_dir: Path, sentences: list[tuple[str, str]], out_dir: P
     """Synthesize every sentence with a trained voice (seeded); returns (clips, rtf)."""
     import torch
 
-    from voicemill.tts import load_voice, synthesize
+    from voicemill.tts.coqui import load_voice
 
     torch.set_num_threads(opts.num_threads)
-    model, config = load_voice(voice_dir)
-    rate = config.audio.sample_rate
+    voice = load_voice(voice_dir)
+    rate = voice.sample_rate
     torch.manual_seed(opts.seed)
     clips, compute_s, audio_s = {}, 0.0, 0.0
     for clip_id, text in tqdm(sentences, desc="synthesize", unit="utt", disable=None):
         t0 = time.perf_counter()
-        audio = synthesize(model, text)
+        audio = voice.synthesize(text)
         compute_s += time.perf_counter() - t0
         audio_s += audio.size / rate
         clips[clip_id] = (audio, rate)

@@ -168,19 +168,27 @@ class BuildDatasetParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    preset: str = "tiny"
-    """Model size: 'tiny' (CPU demo and tests) or 'full' (the LJSpeech recipe, for GPUs)."""
-    epochs: int = 10
-    """Training epochs (each epoch is one pass over the training clips)."""
+    preset: str = "piper-medium"
+    """Model size: 'piper-medium' (Piper's medium voices, 16 M parameters), 'piper-low' (the same at 16 kHz),
+    'piper-high', 'tiny' (tests) or 'full' (coqui's LJSpeech recipe, from scratch on a GPU)."""
+    init_from: str = "joe"
+    """Start from: 'joe' (the bundled Piper voice), a Piper voice's .onnx (its .onnx.json beside it), a voice
+    folder this pipeline trained (or its model.pth); empty trains from scratch (needs many hours)."""
+    epochs: int = 1000
+    """Passes over the training clips (whichever of epochs and max_steps ends first)."""
     max_steps: int = 0
-    """Stop after this many optimiser steps (whichever of epochs and steps comes first); 0: no limit."""
+    """Stop after this many optimiser steps; 0: no limit."""
+    warmup_steps: int = 60
+    """From a Piper voice: steps in which only the parts it lacks (posterior encoder, discriminator) learn."""
     batch_size: int = 4
     lr: float = 0.0002
-    """Learning rate of both the generator and the discriminator."""
-    use_phonemes: bool = False
-    """Phoneme input (needs system espeak-ng) instead of characters."""
-    restore_path: str = ""
-    """Checkpoint (.pth) to fine-tune from; empty trains from scratch."""
+    """Learning rate of the parts that start untrained (and of everything from scratch)."""
+    lr_adapt: float = 0.00001
+    """Learning rate of the pretrained parts that adapt to the new voice (train.adapt_parts)."""
+    adapt_parts: list[str] = dataclasses.field(default_factory=lambda: ["flow"])
+    """Pretrained parts that learn after the warm-up: decoder, flow, text_encoder, duration."""
+    adversarial_ramp_steps: int = 50
+    """After the warm-up, the generator's adversarial loss ramps from 0 to full over these steps."""
     num_threads: int = 2
     """torch CPU threads."""
 

@@ -1,0 +1,18 @@
+"""Text-to-speech voices: what a voicemill voice is, how it is trained, loaded and exported.
+
+A voicemill voice is a Piper voice: a VITS generator that reads Piper's
+phoneme ids (espeak-ng phonemes through Piper's ``phoneme_id_map``), trained
+with coqui-tts's ``Vits`` and shipped as ``voice.onnx`` + ``voice.onnx.json``
+that Piper's runtime loads.
+
+Modules:
+
+- ``phonemes``: the front end, text -> normalised text -> espeak phonemes ->
+  Piper ids, the same at training and at synthesis; the dataset's phoneme file.
+- ``presets``: model sizes (``tiny`` for tests, Piper's ``piper-low``,
+  ``piper-medium``, ``piper-high``, coqui's ``full``).
+- ``piper_import``: Piper ONNX weights -> a coqui ``Vits`` (checked against the ONNX).
+- ``coqui``: building, saving and loading coqui ``Vits`` voices; synthesis.
+- ``training``: the fine-tuning loop and its phases (warm-up, adaptation).
+- ``export``: ONNX export checked against PyTorch, and Piper's voice JSON.
+"""
