@@ -35,8 +35,8 @@ RARE_COUNT = 10
 def sufficiency(minutes: float) -> str:
     """One paragraph: the minutes kept against what VITS training usually needs."""
     lo, hi = FINETUNE_MIN
-    need = (f"Fine-tuning a pretrained VITS voice (`train.restore_path`) usually takes {lo}-{hi} min of clean "
-            f"speech of one speaker; training from scratch takes {SCRATCH_HOURS}+ hours (LJSpeech has "
+    need = (f"Fine-tuning a pretrained voice (`train.init_from`, a Piper voice) usually takes {lo}-{hi} min "
+            f"of clean speech of one speaker; training from scratch takes {SCRATCH_HOURS}+ hours (LJSpeech has "
             f"{LJSPEECH_HOURS} h).")
     if minutes < lo:
         verdict = (f"**{minutes:.1f} min is not enough for a usable voice**: it proves the pipeline runs. "
