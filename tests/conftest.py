@@ -33,6 +33,29 @@ def short_episode(tmp_path_factory, piper_voice):
     return out / "short.wav", truth
 
 
+def write_tts_dataset(root: Path, voice, texts: list[str], n_train: int) -> Path:
+    """An LJSpeech dataset of ``texts`` in the joe voice (the first ``n_train`` train, the rest val), with
+    phonemes.csv as build_dataset writes it."""
+    import numpy as np
+
+    from voicemill.audio import write_wav
+    from voicemill.demo import Line, speak
+    from voicemill.textnorm import normalize
+    from voicemill.tts import phonemes
+
+    (root / "wavs").mkdir(parents=True)
+    rows = []
+    for k, text in enumerate(texts):
+        audio, rate, _ = speak(voice, Line(text))
+        write_wav(root / "wavs" / f"c{k:02d}.wav", np.concatenate([np.zeros(2205, np.float32), audio]), rate)
+        rows.append(f"c{k:02d}|{text}|{normalize(text, 'en')}")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    (root / "metadata_train.csv").write_text("\n".join(rows[:n_train]) + "\n")
+    (root / "metadata_val.csv").write_text("\n".join(rows[n_train:]) + "\n")
+    assert phonemes.write_dataset_phonemes(root, phonemes.FrontEnd.create("en")) == len(texts)
+    return root
+
+
 @pytest.fixture()
 def measure(record_property):
     """Record a value whose size depends on the CPU (an ASR error rate, a MOS, a similarity).

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import write_tts_dataset
 from voicemill.errors import VoicemillError
 from voicemill.textnorm import normalize
 from voicemill.tts import phonemes
@@ -58,33 +59,19 @@ def test_ids_are_what_piper_feeds_at_run_time(joe_piper):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory, piper_voice):
     """A six-clip LJSpeech dataset in the joe voice, with phonemes.csv as build_dataset writes it."""
-    from voicemill.audio import write_wav
-    from voicemill.demo import Line, speak
-
-    root = tmp_path_factory.mktemp("tts_dataset")
-    (root / "wavs").mkdir()
     texts = ["Welcome back to the morning show.", "Sales grew by 15% last year.",
              "The shop closes at 6 p.m. sharp, even in December.", "That is all for today.",
              "Breakfast is included, and the coffee is surprisingly good.", "Happy gardening, and see you next week."]
-    rows = []
-    for k, text in enumerate(texts):
-        audio, rate, _ = speak(piper_voice, Line(text))
-        write_wav(root / "wavs" / f"c{k}.wav", np.concatenate([np.zeros(2205, np.float32), audio]), rate)
-        rows.append(f"c{k}|{text}|{normalize(text, 'en')}")
-    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
-    (root / "metadata_train.csv").write_text("\n".join(rows[:4]) + "\n")
-    (root / "metadata_val.csv").write_text("\n".join(rows[4:]) + "\n")
-    assert phonemes.write_dataset_phonemes(root, phonemes.FrontEnd.create("en")) == 6
-    return root
+    return write_tts_dataset(tmp_path_factory.mktemp("tts_dataset"), piper_voice, texts, n_train=4)
 
 
 def test_phonemes_file_is_readable_and_read_back(dataset):
     lines = (dataset / "phonemes.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("# espeak=en-us texts=")
     clip_id, ipa, ids = lines[1].split("|")
-    assert clip_id == "c0" and "ʃ" in ipa  # "show"
+    assert clip_id == "c00" and "ʃ" in ipa  # "show"
     front = phonemes.FrontEnd.create("en")
-    assert phonemes.dataset_ids(dataset, front)["c0"] == [int(i) for i in ids.split()]
+    assert phonemes.dataset_ids(dataset, front)["c00"] == [int(i) for i in ids.split()]
 
 
 def test_parts_cover_every_parameter_and_the_plan_warms_up_first():

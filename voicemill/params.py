@@ -189,8 +189,28 @@ class TrainParams:
     """Pretrained parts that learn after the warm-up: decoder, flow, text_encoder, duration."""
     adversarial_ramp_steps: int = 50
     """After the warm-up, the generator's adversarial loss ramps from 0 to full over these steps."""
+    grad_clip: float = 1000.0
+    """Clip each side's gradient norm to this (coqui's VITS recipe: 1000); 0: off."""
+    grad_accumulation: int = 1
+    """Micro-batches of batch_size clips per optimizer step (a bigger effective batch in the same memory)."""
+    precision: str = "fp32"
+    """'fp32', 'bf16' (CUDA GPUs with bfloat16, or CPUs with AVX-512 BF16/AMX) or 'fp16' (CUDA, loss-scaled)."""
+    devices: str | int = "auto"
+    """'auto' (every visible CUDA GPU, data-parallel; else the CPU), 'cpu', a count ('2') or CUDA ids ('0,1')."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints in models/checkpoints (a resumable run; every evaluation is one too); 0: only
+    at the end and at evaluations."""
+    keep_checkpoints: int = 2
+    """Newest checkpoints kept (the best by the listening composite is kept as well)."""
+    eval_every: int = 0
+    """Steps between evaluations (held-out sentences scored by WER, Distill-MOS, similarity; the best is
+    exported, see voicemill/tts/listening.py); 0: none, the last step is exported."""
+    eval_sentences: int = 10
+    """Validation sentences spoken at each evaluation (the first by id, never trained on)."""
+    patience: int = 0
+    """Stop early after this many evaluations without a better composite; 0: never (max_steps/epochs limit)."""
     num_threads: int = 2
-    """torch CPU threads."""
+    """torch CPU threads (shared by the ranks when several CPU processes train)."""
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,13 @@ class Batches:
             self._refill()
         return self._queue.pop()
 
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "queue": [list(b) for b in self._queue], "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self._queue = state["epoch"], [list(b) for b in state["queue"]]
+        self.rng.setstate(state["rng"])
+
 
 def set_trainable(model, parts) -> int:
     """Freeze every parameter outside ``parts``; returns how many parameters learn."""
@@ -171,7 +178,7 @@ def set_trainable(model, parts) -> int:
     return n
 
 
-def _optimizers(model, phase: Phase, base_lr_scale: float = 1.0):
+def _optimizers(model, phase: Phase):
     """AdamW per side (coqui's VITS settings: betas 0.8/0.99, eps 1e-9, weight decay 0.01), one group per part."""
     groups = {"gen": {}, "disc": {}}
     for name, p in model.named_parameters():
@@ -183,9 +190,32 @@ def _optimizers(model, phase: Phase, base_lr_scale: float = 1.0):
     for side, by_part in groups.items():
         if by_part:
             out[side] = torch.optim.AdamW(
-                [{"params": ps, "lr": phase.lrs[part] * base_lr_scale, "base_lr": phase.lrs[part]}
-                 for part, ps in by_part.items()], betas=(0.8, 0.99), eps=1e-9, weight_decay=0.01)
+                [{"params": ps, "lr": phase.lrs[part], "base_lr": phase.lrs[part]} for part, ps in by_part.items()],
+                betas=(0.8, 0.99), eps=1e-9, weight_decay=0.01)
     return out
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision`` on ``device`` (None for fp32); an unsupported choice is named."""
+    if precision not in PRECISIONS:
+        raise VoicemillError(f"train.precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise VoicemillError(f"train.precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16; "
+                                 f"use fp16 or fp32")
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    if precision == "fp16":
+        raise VoicemillError("train.precision fp16 needs a CUDA GPU (float16 autocast with loss scaling); on the "
+                             "CPU use fp32, or bf16 where the CPU has bfloat16 instructions")
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise VoicemillError("train.precision bf16: this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX); "
+                             "use fp32 here, or bf16/fp16 on a CUDA GPU")
+    return torch.bfloat16
 
 
 @dataclass
@@ -196,69 +226,195 @@ class StepLog:
     seconds: float = 0.0
 
 
-def run_phases(model, data: ClipData, phases: list[Phase], batch_size: int, seed: int,
-               on_step=None, grad_clip: float = 1000.0, warmup_steps: int = 20) -> int:
-    """Train ``model`` through ``phases``; ``on_step(StepLog)`` after every step. Returns the steps done.
+class Loop:
+    """The phased GAN loop, one optimizer step at a time, with its whole state in :meth:`state_dict`.
 
     Each phase starts its optimizers afresh, with a linear learning-rate
-    warm-up over its first ``warmup_steps`` steps (Adam's first updates are
+    warm-up over its first ``lr_warmup_steps`` steps (Adam's first updates are
     the largest relative to the weights: on imported weights that alone can
-    undo them).
+    undo them). A step is ``grad_accumulation`` micro-batches of
+    ``batch_size`` clips per rank; the discriminator and the generator each
+    take one optimizer step at the end of it (with accumulation the
+    generator's earlier micro-batches meet the discriminator before its
+    update). The torch random state is reseeded from (seed, step, rank) at
+    every step, so a resumed run draws what an uninterrupted one draws.
     """
-    criterion_d, criterion_g = model.get_criterion()
-    gen_alpha, feat_alpha = criterion_g.gen_loss_alpha, criterion_g.feat_loss_alpha
-    batches = Batches(data, batch_size, seed)
-    model.train()
-    step = 0
-    for phase in phases:
-        if phase.steps <= 0:
-            continue
-        learning = set_trainable(model, phase.lrs)
-        optimizers = _optimizers(model, phase)
-        _LOGGER.info("phase %s: %d step(s), %s learn (%.2f M parameters)", phase.name, phase.steps,
-                     ", ".join(f"{p} at {lr:g}" for p, lr in phase.lrs.items()), learning / 1e6)
-        for k in range(phase.steps):
-            t0 = time.monotonic()
-            scale = min(1.0, (k + 1) / warmup_steps) if warmup_steps else 1.0
-            for opt in optimizers.values():
-                for g in opt.param_groups:
-                    g["lr"] = g["base_lr"] * scale
-            ramp = 1.0 if not phase.adversarial_ramp_steps else min(1.0, k / phase.adversarial_ramp_steps)
-            ramp = ramp if phase.adversarial else 0.0
-            criterion_g.gen_loss_alpha, criterion_g.feat_loss_alpha = gen_alpha * ramp, feat_alpha * ramp
-            batch = model.format_batch_on_device(model.format_batch(collate(data, batches.next())))
-            # Discriminator: the generator's forward pass runs here and is cached for the generator step.
-            _, loss_d = model.train_step(batch, criterion_d, 0)
-            if "disc" in optimizers:
-                optimizers["disc"].zero_grad(set_to_none=True)
-                loss_d["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(model.disc.parameters(), grad_clip)
-                optimizers["disc"].step()
-            losses = {f"disc_{k_}": float(v.detach()) for k_, v in loss_d.items() if torch.is_tensor(v) and v.numel() == 1}
-            if "gen" in optimizers:
-                _, loss_g = model.train_step(batch, criterion_g, 1)
-                optimizers["gen"].zero_grad(set_to_none=True)
-                loss_g["loss"].backward()
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
-                optimizers["gen"].step()
-                losses.update({k_: float(v.detach()) for k_, v in loss_g.items() if torch.is_tensor(v) and v.numel() == 1})
+
+    def __init__(self, model, data: ClipData, phases: list[Phase], batch_size: int, seed: int, group=None,
+                 grad_clip: float = 1000.0, grad_accumulation: int = 1, autocast_dtype=None,
+                 lr_warmup_steps: int = 20):
+        from voicemill.tts.distributed import Devices, Group
+
+        self.model, self.data, self.seed = model, data, seed
+        self.phases = [p for p in phases if p.steps > 0]
+        self.group = group or Group(0, Devices("cpu", (0,)))
+        self.grad_clip, self.accumulation = grad_clip, max(1, grad_accumulation)
+        self.autocast_dtype, self.lr_warmup_steps = autocast_dtype, lr_warmup_steps
+        self.batches = Batches(data, batch_size, seed)
+        self.criterion_d, self.criterion_g = model.get_criterion()
+        self.alphas = (self.criterion_g.gen_loss_alpha, self.criterion_g.feat_loss_alpha)
+        self.scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
+        self.step = 0
+        self.total = sum(p.steps for p in self.phases)
+        self._phase_index: int | None = None
+        self.optimizers: dict = {}
+        self.clips_seen: list[str] = []
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(phase index, steps into that phase) of the step after ``step`` steps are done."""
+        start = 0
+        for i, p in enumerate(self.phases):
+            if step < start + p.steps:
+                return i, step - start
+            start += p.steps
+        return len(self.phases), 0
+
+    @property
+    def generator_trained(self) -> bool:
+        """Whether a phase that trains the generator has run (evaluating before that measures the start)."""
+        i, k = self.locate(self.step)
+        return any(p.adapts for p in self.phases[:i]) or (i < len(self.phases) and k > 0
+                                                          and self.phases[i].adapts)
+
+    def _enter(self, index: int) -> None:
+        phase = self.phases[index]
+        learning = set_trainable(self.model, phase.lrs)
+        self.optimizers = _optimizers(self.model, phase)
+        self._phase_index = index
+        if self.group.main:
+            _LOGGER.info("phase %s: %d step(s), %s learn (%.2f M parameters)", phase.name, phase.steps,
+                         ", ".join(f"{p} at {lr:g}" for p, lr in phase.lrs.items()), learning / 1e6)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "phase_index": self._phase_index,
+                "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "optimizers": {side: opt.state_dict() for side, opt in self.optimizers.items()},
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "batches": self.batches.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.step = int(state["step"])
+        self.batches.load_state_dict(state["batches"])
+        index, _ = self.locate(self.step)
+        if index < len(self.phases) and state.get("phase_index") == index:
+            self._enter(index)
+            for side, opt in self.optimizers.items():
+                if side in state["optimizers"]:
+                    opt.load_state_dict(state["optimizers"][side])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    def _batch(self) -> dict:
+        # Every rank draws the same batches; each takes its own one of every `world`.
+        index = [self.batches.next() for _ in range(self.group.world)][self.group.rank]
+        batch = self.model.format_batch(collate(self.data, index))
+        self.clips_seen.extend(self.data.names[i] for i in index)
+        device = self.group.device
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return self.model.format_batch_on_device(batch)
+
+    def _autocast(self):
+        import contextlib
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.group.device.type, dtype=self.autocast_dtype)
+
+    def _backward(self, loss) -> None:
+        loss = loss / self.accumulation
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def _optimizer_step(self, opt, params) -> None:
+        self.group.average_gradients(params)
+        if self.scaler:
+            self.scaler.unscale_(opt)
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        (self.scaler.step(opt) if self.scaler else opt.step())
+        opt.zero_grad(set_to_none=True)
+
+    def run_step(self) -> StepLog:
+        """One optimizer step (of each side); returns its mean losses."""
+        index, k = self.locate(self.step)
+        if index >= len(self.phases):
+            raise VoicemillError("the plan is done: no step left")
+        if index != self._phase_index:
+            self._enter(index)
+        phase = self.phases[index]
+        t0 = time.monotonic()
+        torch.manual_seed(self.seed * 1_000_003 + self.step * 1009 + self.group.rank)
+        scale = min(1.0, (k + 1) / self.lr_warmup_steps) if self.lr_warmup_steps else 1.0
+        for opt in self.optimizers.values():
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * scale
+        ramp = 1.0 if not phase.adversarial_ramp_steps else min(1.0, k / phase.adversarial_ramp_steps)
+        ramp = ramp if phase.adversarial else 0.0
+        gen_alpha, feat_alpha = self.alphas
+        self.criterion_g.gen_loss_alpha, self.criterion_g.feat_loss_alpha = gen_alpha * ramp, feat_alpha * ramp
+        model, sums = self.model, {}
+        disc_params = [p for p in model.disc.parameters() if p.requires_grad]
+        gen_params = [p for n, p in model.named_parameters() if p.requires_grad and part_of(n) != "disc"]
+        for micro in range(self.accumulation):
+            last = micro == self.accumulation - 1
+            batch = self._batch()
+            # Discriminator: the generator's forward pass runs here and is cached for the generator's turn.
+            with self._autocast():
+                _, loss_d = model.train_step(batch, self.criterion_d, 0)
+            if "disc" in self.optimizers:
+                self._backward(loss_d["loss"])
+                if last:
+                    self._optimizer_step(self.optimizers["disc"], disc_params)
+            losses = {f"disc_{n}": v for n, v in loss_d.items() if torch.is_tensor(v) and v.numel() == 1}
+            if "gen" in self.optimizers:
+                for p in disc_params:  # the generator's loss goes through the discriminator, not into it
+                    p.requires_grad_(False)
+                try:
+                    with self._autocast():
+                        _, loss_g = model.train_step(batch, self.criterion_g, 1)
+                    self._backward(loss_g["loss"])
+                finally:
+                    for p in disc_params:
+                        p.requires_grad_(True)
+                if last:
+                    self._optimizer_step(self.optimizers["gen"], gen_params)
+                losses.update({n: v for n, v in loss_g.items() if torch.is_tensor(v) and v.numel() == 1})
             model.model_outputs_cache = None
-            step += 1
-            if any(not math.isfinite(v) for v in losses.values()):
-                raise VoicemillError(f"training diverged at step {step} (phase {phase.name}): a loss is not finite "
-                                     f"({', '.join(k_ for k_, v in losses.items() if not math.isfinite(v))}); "
-                                     f"lower train.lr")
-            if on_step:
-                on_step(StepLog(step, phase.name, losses, time.monotonic() - t0))
-    criterion_g.gen_loss_alpha, criterion_g.feat_loss_alpha = gen_alpha, feat_alpha
-    set_trainable(model, PARTS)
-    return step
+            for n, v in losses.items():
+                sums[n] = sums.get(n, 0.0) + float(v.detach()) / self.accumulation
+        if self.scaler:
+            self.scaler.update()
+        self.step += 1
+        if any(not math.isfinite(v) for v in sums.values()):
+            raise VoicemillError(f"training diverged at step {self.step} (phase {phase.name}): a loss is not finite "
+                                 f"({', '.join(n for n, v in sums.items() if not math.isfinite(v))}); "
+                                 f"lower train.lr or train.lr_adapt, or use train.precision fp32")
+        return StepLog(self.step, phase.name, sums, time.monotonic() - t0)
+
+    def finish(self) -> None:
+        self.criterion_g.gen_loss_alpha, self.criterion_g.feat_loss_alpha = self.alphas
+        set_trainable(self.model, PARTS)
+
+
+def run_phases(model, data: ClipData, phases: list[Phase], batch_size: int, seed: int, on_step=None,
+               grad_clip: float = 1000.0, warmup_steps: int = 20) -> int:
+    """Train ``model`` through ``phases`` in this process, no checkpoints (benchmarks); returns the steps done."""
+    loop = Loop(model, data, phases, batch_size, seed, grad_clip=grad_clip, lr_warmup_steps=warmup_steps)
+    model.train()
+    while loop.step < loop.total:
+        log = loop.run_step()
+        if on_step:
+            on_step(log)
+    loop.finish()
+    return loop.step
 
 
 # ------------------------------------------------------------------ the stage's entry point
 
 @dataclass(frozen=True)
 class TrainOptions:
+    """The train params (see ``voicemill/params.py`` TrainParams for each one's meaning) and the common ones."""
+
     preset: str = "piper-medium"
     init_from: str = "joe"
     epochs: int = 1000
@@ -269,7 +425,17 @@ class TrainOptions:
     lr_adapt: float = 1e-5
     adapt_parts: tuple[str, ...] = ("flow",)
     adversarial_ramp_steps: int = 50
+    grad_clip: float = 1000.0
+    grad_accumulation: int = 1
+    precision: str = "fp32"
+    devices: str = "auto"
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    eval_every: int = 0
+    eval_sentences: int = 10
+    patience: int = 0
     num_threads: int = 2
+    asr_model: str = "tiny.en"
     seed: int = 1234
     sample_rate_hz: int = 22050
     language: str = "en"
@@ -383,52 +549,262 @@ def plan(opts: TrainOptions, kind: str, total_steps: int) -> list[Phase]:
     return [Phase("adapt", total_steps, {**helpers, **gen_parts}, opts.adversarial_ramp_steps)]
 
 
-def train(dataset_dir: Path, out_dir: Path, live_dir: Path, opts: TrainOptions, dataset_name: str = "") -> dict:
-    """Train (or fine-tune) a voice on an LJSpeech dataset; writes a voice folder (see ``voicemill.tts.coqui``)."""
-    from dvclive import Live
 
-    from voicemill.tts.coqui import piper_config, save_voice
-    from voicemill.tts.phonemes import dataset_ids
 
+@dataclass(frozen=True)
+class Job:
+    """What every rank needs to train (picklable: it crosses into the spawned processes)."""
+
+    dataset_dir: Path
+    out_dir: Path
+    live_dir: Path
+    checkpoints_dir: Path
+    opts: TrainOptions
+    dataset_name: str
+    summary_file: Path
+
+
+def check_options(opts: TrainOptions) -> None:
+    """Fail early, naming the param, on values no run can use."""
     bad = [p for p in opts.adapt_parts if p not in GENERATOR_PARTS]
     if bad:
         raise VoicemillError(f"train.adapt_parts: unknown part(s) {bad}; choose from {', '.join(GENERATOR_PARTS)}")
-    torch.manual_seed(opts.seed)
-    torch.set_num_threads(opts.num_threads)
+    for name in ("batch_size", "grad_accumulation", "keep_checkpoints", "eval_sentences", "num_threads"):
+        if getattr(opts, name) < 1:
+            raise VoicemillError(f"train.{name} must be at least 1, not {getattr(opts, name)}")
+    for name in ("max_steps", "checkpoint_every", "eval_every", "patience", "warmup_steps", "grad_clip"):
+        if getattr(opts, name) < 0:
+            raise VoicemillError(f"train.{name} must be 0 (off) or more, not {getattr(opts, name)}")
+    if opts.patience and not opts.eval_every:
+        raise VoicemillError("train.patience counts evaluations: set train.eval_every too (or patience 0)")
+
+
+def train(dataset_dir: Path, out_dir: Path, live_dir: Path, opts: TrainOptions, dataset_name: str = "",
+          checkpoints_dir: Path | None = None) -> dict:
+    """Train (or fine-tune) a voice on an LJSpeech dataset; writes a voice folder (see ``voicemill.tts.coqui``).
+
+    With ``checkpoints_dir`` a run resumes from the newest checkpoint of the
+    same run found there (see ``voicemill.tts.checkpoints``); without it, the
+    checkpoints live in a temporary folder for the run only. On several
+    devices (``opts.devices``) the ranks run in processes of their own
+    (``voicemill.tts.distributed``); this call returns when all are done.
+    """
+    import tempfile
+
+    from voicemill.tts.distributed import launch, resolve_devices
+
+    check_options(opts)
+    devices = resolve_devices(opts.devices)
+    check_precision(opts.precision, devices.device(0))
     dataset_dir = Path(dataset_dir)
     for name in ("metadata.csv", "metadata_train.csv", "metadata_val.csv"):
         if not (dataset_dir / name).exists():
             raise FileNotFoundError(f"{dataset_dir / name}: not found; it is written by build_dataset")
+    with tempfile.TemporaryDirectory(prefix="voicemill-train-") as tmp:
+        job = Job(dataset_dir, Path(out_dir), Path(live_dir), Path(checkpoints_dir or Path(tmp) / "checkpoints"),
+                  opts, dataset_name or dataset_dir.name, Path(tmp) / "summary.json")
+        try:
+            launch(_train_rank, devices, job)
+        except Exception as e:
+            if type(e).__name__ == "ProcessRaisedException":  # a spawned rank failed: its traceback is in e
+                raise VoicemillError(f"training failed in one of {devices.world} processes:\n{e}") from None
+            raise
+        return json.loads(job.summary_file.read_text())
+
+
+def _train_rank(rank: int, devices, job: Job) -> None:
+    from voicemill.tts.distributed import Group
+
+    if rank:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
+    group = Group(rank, devices)
+    try:
+        _train(group, job)
+    finally:
+        group.close()
+
+
+def _rewind_live(live_dir: Path, step: int) -> None:
+    """Drop DVCLive history rows after ``step`` (logged after the checkpoint a run resumes from)."""
+    for tsv in Path(live_dir).glob("plots/metrics/**/*.tsv"):
+        lines = tsv.read_text().splitlines()
+        if not lines:
+            continue
+        col = lines[0].split("\t").index("step")
+        keep = [lines[0]] + [ln for ln in lines[1:] if ln and int(ln.split("\t")[col]) <= step]
+        from voicemill.fsutil import atomic_path
+
+        with atomic_path(tsv) as tmp:
+            tmp.write_text("\n".join(keep) + "\n")
+
+
+def _train(group, job: Job) -> None:
+    import dataclasses
+
+    from dvclive import Live
+    from tqdm import tqdm
+
+    from voicemill.fsutil import write_json
+    from voicemill.tts.checkpoints import CheckpointStore, dataset_fingerprint, run_identity
+    from voicemill.tts.coqui import piper_config, save_voice
+    from voicemill.tts.phonemes import dataset_ids
+
+    opts, main = job.opts, group.main
+    torch.manual_seed(opts.seed)
+    cpu_ranks = group.world if group.device.type == "cpu" else 1
+    torch.set_num_threads(max(1, opts.num_threads // cpu_ranks))
     start = resolve_start(opts)  # reads init_from before anything is written (it may be out_dir itself)
-    model = start.model
-    ids = dataset_ids(dataset_dir, start.front)
-    data = load_clips(dataset_dir, "metadata_train.csv", ids, opts.sample_rate_hz)
-    per_epoch = math.ceil(len(data) / max(1, min(opts.batch_size, len(data))))
+    model = start.model.to(group.device)
+    group.broadcast_model(model)
+    data = load_clips(job.dataset_dir, "metadata_train.csv", dataset_ids(job.dataset_dir, start.front),
+                      opts.sample_rate_hz)
+    batches = math.ceil(len(data) / max(1, min(opts.batch_size, len(data))))
+    per_epoch = math.ceil(batches / (group.world * opts.grad_accumulation))
     total = opts.epochs * per_epoch
     if opts.max_steps:
         total = min(total, opts.max_steps)
     phases = plan(opts, start.kind, total)
+    loop = Loop(model, data, phases, opts.batch_size, opts.seed, group, grad_clip=opts.grad_clip,
+                grad_accumulation=opts.grad_accumulation,
+                autocast_dtype=check_precision(opts.precision, group.device))
 
-    t0 = time.monotonic()
+    store = CheckpointStore(job.checkpoints_dir, opts.keep_checkpoints)
+    identity = run_identity(dataclasses.asdict(opts), dataset_fingerprint(job.dataset_dir))
+    resume = -1
+    if main and store.open(identity):
+        resume = store.steps()[-1]
+        if resume > total:
+            store.clear(identity, f"the checkpoints in {store.root} reach step {resume}, beyond this run's "
+                                  f"{total} steps")
+            resume = -1
+    resume = group.broadcast_int(resume)
+    history = {"evals": [], "best": None, "since_best": 0, "stopped": False}
+    if resume >= 0:
+        found = store.latest() if main else (resume, store.load(resume))
+        resume = group.broadcast_int(found[0] if found else -1)
+        if resume >= 0:
+            state = found[1] if found[0] == resume else store.load(resume)
+            loop.load_state_dict(state["loop"])
+            history = state["history"]
+            if main:
+                _LOGGER.info("resuming from %s (step %d of %d)", store.path(resume), resume, total)
+    if main:
+        store.discard_after(loop.step)
+        if loop.step:
+            _rewind_live(job.live_dir, loop.step)
+        live = Live(dir=str(job.live_dir), dvcyaml=None, save_dvc_exp=False, report=None, resume=loop.step > 0)
+        listener = None
+        if opts.eval_every:
+            from voicemill.tts.listening import Listener
+
+            listener = Listener(job.dataset_dir, start.front, opts.language, opts.eval_sentences, opts.asr_model,
+                                opts.num_threads, opts.seed)
+
+    model.train()
+    stop = history["stopped"]
+    bar = tqdm(total=total, initial=loop.step, desc="train", unit="step", disable=None if main else True)
+    t0, first = time.monotonic(), loop.step
     last: dict[str, float] = {}
-    with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        def on_step(s: StepLog) -> None:
-            live.step = s.step
-            for key, value in s.losses.items():
+    while loop.step < total and not stop:
+        log = loop.run_step()
+        if main:
+            bar.update(1)
+            bar.set_postfix(phase=log.phase, mel=f"{log.losses.get('loss_mel', float('nan')):.2f}", refresh=False)
+            live.step = log.step
+            for key, value in log.losses.items():
                 live.log_metric(f"train/{key}", value)
-            last.update(s.losses)
-            if s.step % 25 == 0 or s.step == total:
-                _LOGGER.info("step %d/%d (%s): mel %.2f, kl %.2f, duration %.2f, %.1f s/step", s.step, total,
-                             s.phase, s.losses.get("loss_mel", float("nan")), s.losses.get("loss_kl", float("nan")),
-                             s.losses.get("loss_duration", float("nan")), s.seconds)
+            last = log.losses
+            if log.step % 25 == 0 or log.step == total:
+                rate = (log.step - first) / max(1e-9, time.monotonic() - t0)
+                _LOGGER.info("step %d/%d (%s): mel %.2f, kl %.2f, duration %.2f; %.2f steps/s, %s to go", log.step,
+                             total, log.phase, log.losses.get("loss_mel", float("nan")),
+                             log.losses.get("loss_kl", float("nan")), log.losses.get("loss_duration", float("nan")),
+                             rate, _duration((total - log.step) / max(rate, 1e-9)))
+            evaluate = bool(listener) and loop.generator_trained and (
+                log.step % opts.eval_every == 0 or log.step == total)
+            if evaluate:
+                stop = _evaluate(listener, loop, store, history, live, opts)
+            checkpoint = evaluate or stop or log.step == total or (
+                opts.checkpoint_every and log.step % opts.checkpoint_every == 0)
+            if checkpoint:
+                store.save(log.step, {"loop": loop.state_dict(), "history": history, "identity": identity})
+                store.prune(protect={history["best"]} if history["best"] is not None else set())
+                live.make_summary()
+        stop = group.agree(stop)
+    bar.close()
+    loop.finish()
+    # Data-parallel ranks must end with the same weights; a difference is a bug worth stopping for.
+    from voicemill.tts.distributed import weights_digest
 
-        steps = run_phases(model, data, phases, opts.batch_size, opts.seed, on_step=on_step)
-        live.summary = {"steps": steps, **{f"train/{k}": v for k, v in last.items()}}
-    piper = piper_config(start.front, opts.sample_rate_hz, model.args.num_chars, start.quality,
-                         dataset_name or dataset_dir.name)
+    ranks = group.gather({"digest": weights_digest(model), "clips": sorted(set(loop.clips_seen))})
+    if len({r["digest"] for r in ranks}) > 1:
+        raise VoicemillError(f"the {group.world} training processes ended with different weights "
+                             f"(data-parallel gradients out of sync); please report this")
+    if not main:
+        return
+
+    best = history["best"]
+    chosen = loop.step
+    if best is not None and best != loop.step:
+        best_eval = next(e for e in history["evals"] if e["step"] == best)
+        _LOGGER.info("the best checkpoint by the listening composite is step %d (%.3f); the last, step %d, scored "
+                     "%.3f: exporting step %d", best, best_eval["composite"], loop.step,
+                     history["evals"][-1]["composite"] if history["evals"] else float("nan"), best)
+        model.load_state_dict(store.load(best)["loop"]["model"])
+        chosen = best
+    model.cpu()
+    piper = piper_config(start.front, opts.sample_rate_hz, model.args.num_chars, start.quality, job.dataset_name)
     piper["voicemill"] = {"language": opts.language, "preset": opts.preset, "init_from": opts.init_from,
-                          "steps": steps}
-    save_voice(out_dir, model, piper, {"step": steps, "preset": opts.preset, "init_from": opts.init_from})
+                          "steps": chosen}
+    save_voice(job.out_dir, model, piper, {"step": chosen, "preset": opts.preset, "init_from": opts.init_from})
+    best_scores = next((e for e in history["evals"] if e["step"] == chosen), None)
+    live.summary.update({"steps": loop.step, "stopped_early": int(history["stopped"]),
+                         "evaluations": len(history["evals"]), "chosen_step": chosen})
+    if best_scores:
+        live.summary["best"] = {k: best_scores[k] for k in ("step", "composite", "wer", "distillmos", "similarity")}
+    live.summary.update({f"train/{k}": v for k, v in last.items()})
+    live.make_summary()
+    live.end()
     n_params = sum(p.numel() for n, p in model.named_parameters() if part_of(n) in GENERATOR_PARTS)
-    return {"steps": steps, "train_clips": len(data), "start": start.kind, "parameters": n_params,
-            "seconds": time.monotonic() - t0, "phases": [f"{p.name} {p.steps}" for p in phases if p.steps]}
+    write_json(job.summary_file, {
+        "steps": loop.step, "total": total, "chosen_step": chosen, "resumed_from": resume,
+        "stopped_early": history["stopped"], "evaluations": history["evals"], "train_clips": len(data),
+        "ranks": ranks, "start": start.kind, "parameters": n_params,
+        "world": group.world, "seconds": time.monotonic() - t0,
+        "phases": [f"{p.name} {p.steps}" for p in phases if p.steps]})
+
+
+def _evaluate(listener, loop: Loop, store, history: dict, live, opts: TrainOptions) -> bool:
+    """Listen to the model at this step; updates ``history``; returns whether to stop early."""
+    from voicemill.fsutil import write_json
+
+    step = loop.step
+    out = store.eval_dir(step)
+    result = listener(loop.model, opts.sample_rate_hz, out)
+    scores = result["scores"]
+    write_json(out / "scores.json", result)
+    entry = {"step": step, **{k: scores[k] for k in ("composite", "wer", "distillmos", "similarity")}}
+    history["evals"].append(entry)
+    best = next((e for e in history["evals"] if e["step"] == history["best"]), None)
+    if best is None or entry["composite"] > best["composite"]:
+        history["best"], history["since_best"] = step, 0
+    else:
+        history["since_best"] += 1
+    for key in ("composite", "wer", "distillmos", "similarity"):
+        live.log_metric(f"eval/{key}", entry[key])
+    _LOGGER.info("step %d: listening composite %.3f (WER %.3f, Distill-MOS %.2f, similarity %.3f; %.0f s)%s", step,
+                 entry["composite"], entry["wer"], entry["distillmos"], entry["similarity"], scores["seconds"],
+                 " best so far" if history["best"] == step else
+                 f"; best is step {history['best']} ({history['since_best']} evaluation(s) without improvement)")
+    if opts.patience and history["since_best"] >= opts.patience:
+        history["stopped"] = True
+        _LOGGER.info("early stop at step %d: the composite has not improved for %d evaluations (train.patience)",
+                     step, opts.patience)
+    return history["stopped"]
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"

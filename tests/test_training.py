@@ -1,0 +1,181 @@
+"""Training that survives days: checkpoints and resume after SIGKILL, the best checkpoint by what a listener
+hears, early stop, precision checks, and data-parallel ranks that agree.
+
+Training here is real (coqui's Vits in our loop) and a few steps long.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO, write_tts_dataset
+from voicemill.errors import VoicemillError
+from voicemill.tts.training import TrainOptions, part_of, train
+
+
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, piper_voice):
+    """Six training clips and six validation clips (the sentences each evaluation speaks)."""
+    from voicemill.demo import EPISODES, Line
+
+    texts = [s.text if isinstance(s, Line) else s for e in EPISODES for s in e.sentences]
+    texts = [t for t in texts if 4 <= len(t.split()) <= 14][:12]
+    return write_tts_dataset(tmp_path_factory.mktemp("train_dataset"), piper_voice, texts, n_train=6)
+
+
+def _tiny(**kw) -> TrainOptions:
+    return TrainOptions(**{"preset": "tiny", "init_from": "", "batch_size": 2, "num_threads": 2, **kw})
+
+
+def _tsv_steps(live: Path, name: str) -> list[int]:
+    rows = (live / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+    col = rows[0].split("\t").index("step")
+    return [int(r.split("\t")[col]) for r in rows[1:] if r]
+
+
+def _stage(args: list[str], params: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stages.train", "--params", str(params), *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigkill_after_a_checkpoint_then_the_rerun_resumes_and_ends_as_an_unbroken_run(dataset, tmp_path,
+                                                                                       write_params):
+    steps = 30
+    params = write_params({"train": {"preset": "tiny", "init_from": "", "max_steps": steps, "batch_size": 2,
+                                     "checkpoint_every": 2, "keep_checkpoints": 2}})
+    dirs = {name: tmp_path / name for name in ("tts", "live", "ckpt")}
+    args = ["--dataset", str(dataset), "--out", str(dirs["tts"]), "--live", str(dirs["live"]),
+            "--checkpoints", str(dirs["ckpt"])]
+    proc = _stage(args, params)
+    deadline = time.monotonic() + 300
+    while not (dirs["ckpt"] / "step-000002").exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (dirs["tts"] / "model.pth").exists()  # killed mid-run: no voice yet
+    killed_at = max(_tsv_steps(dirs["live"], "train/loss_mel"))
+    assert killed_at < steps
+
+    rerun = _stage(args, params)
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    assert "resuming from" in out and "step 0 " not in out
+    history = _tsv_steps(dirs["live"], "train/loss_mel")
+    assert history == list(range(1, steps + 1))  # continuous: nothing repeated, nothing missing
+    assert json.loads((dirs["live"] / "metrics.json").read_text())["steps"] == steps
+    assert torch.load(dirs["tts"] / "model.pth", weights_only=False)["step"] == steps
+    kept = sorted(p.name for p in dirs["ckpt"].glob("step-*"))
+    assert kept == [f"step-{steps - 2:06d}", f"step-{steps:06d}"]  # keep_checkpoints: the newest two
+
+    # The same run, never interrupted, ends with the same weights.
+    whole = train(dataset, tmp_path / "whole", tmp_path / "whole_live",
+                  _tiny(max_steps=steps, checkpoint_every=2, keep_checkpoints=2))
+    assert whole["steps"] == steps
+    resumed = torch.load(dirs["tts"] / "model.pth", weights_only=False)["model"]
+    unbroken = torch.load(tmp_path / "whole" / "model.pth", weights_only=False)["model"]
+    assert all(torch.equal(resumed[k], unbroken[k]) for k in unbroken)
+
+
+def test_a_changed_recipe_starts_fresh_and_a_raised_max_steps_continues(dataset, tmp_path, caplog):
+    ckpt = tmp_path / "ckpt"
+    first = train(dataset, tmp_path / "a", tmp_path / "la", _tiny(max_steps=2), checkpoints_dir=ckpt)
+    assert first["resumed_from"] == -1 and first["steps"] == 2
+    more = train(dataset, tmp_path / "a", tmp_path / "la", _tiny(max_steps=4), checkpoints_dir=ckpt)
+    assert more["resumed_from"] == 2 and more["steps"] == 4
+    assert _tsv_steps(tmp_path / "la", "train/loss_mel") == [1, 2, 3, 4]
+    other = train(dataset, tmp_path / "a", tmp_path / "la", _tiny(max_steps=4, lr=1e-4, checkpoint_every=1),
+                  checkpoints_dir=ckpt)
+    assert other["resumed_from"] == -1
+    assert "starting fresh" in caplog.text and "lr: 0.0002 -> 0.0001" in caplog.text
+    # A torn checkpoint (a disk that lied) is passed over for the one before it.
+    assert sorted(p.name for p in ckpt.glob("step-*")) == ["step-000003", "step-000004"]
+    (ckpt / "step-000004" / "state.pth").write_bytes(b"torn")
+    again = train(dataset, tmp_path / "a", tmp_path / "la", _tiny(max_steps=4, lr=1e-4, checkpoint_every=1),
+                  checkpoints_dir=ckpt)
+    assert again["resumed_from"] == 3 and again["steps"] == 4 and "unreadable" in caplog.text
+
+
+@pytest.mark.machine
+def test_the_best_checkpoint_by_listening_is_exported_and_patience_stops_early(dataset, tmp_path, measure):
+    """The decoder and text encoder at a reckless learning rate: each evaluation sounds worse than the one before."""
+    from voicemill.tts.coqui import load_voice
+
+    summary = train(dataset, tmp_path / "tts", tmp_path / "live", TrainOptions(
+        init_from="joe", max_steps=12, warmup_steps=0, batch_size=2, lr_adapt=1e-3, adversarial_ramp_steps=0,
+        adapt_parts=("decoder", "flow", "text_encoder", "duration"), eval_every=2, eval_sentences=6, patience=2),
+        checkpoints_dir=tmp_path / "ckpt")
+    evals = summary["evaluations"]
+    first, last = evals[0], evals[-1]
+    assert measure("composite_first", first["composite"]) > measure("composite_last", last["composite"]) + 0.1
+    best = max(evals, key=lambda e: e["composite"])
+    assert summary["chosen_step"] == best["step"] < summary["steps"]
+    assert summary["stopped_early"] and summary["steps"] < 12 and len(evals) == 3  # patience 2 after the best
+    # The voice written is the best checkpoint's, which the store kept although it is not among the newest.
+    saved = torch.load(tmp_path / "tts" / "model.pth", weights_only=False)
+    kept = torch.load(tmp_path / "ckpt" / f"step-{best['step']:06d}" / "state.pth", weights_only=False)
+    assert saved["step"] == best["step"]
+    assert all(torch.equal(saved["model"][k], v) for k, v in kept["loop"]["model"].items())
+    assert load_voice(tmp_path / "tts").piper["voicemill"]["steps"] == best["step"]
+    # What a user watches: the scores per evaluation, the audio of each, the choice in metrics.json.
+    metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert metrics["best"]["step"] == best["step"] and metrics["stopped_early"] == 1
+    assert _tsv_steps(tmp_path / "live", "eval/composite") == [e["step"] for e in evals]
+    for e in evals:
+        assert len(list((tmp_path / "ckpt" / "eval" / f"step-{e['step']:06d}").glob("*.wav"))) == 6
+
+
+def test_precision_and_option_errors_name_the_param(dataset, tmp_path):
+    from voicemill.tts.training import check_precision
+
+    cpu = torch.device("cpu")
+    with pytest.raises(VoicemillError, match="fp16 needs a CUDA GPU"):
+        check_precision("fp16", cpu)
+    with pytest.raises(VoicemillError, match="choose one of fp32, bf16, fp16"):
+        check_precision("half", cpu)
+    with pytest.raises(VoicemillError, match="train.patience counts evaluations"):
+        train(dataset, tmp_path / "x", tmp_path / "lx", _tiny(max_steps=1, patience=2))
+    with pytest.raises(VoicemillError, match="train.devices 'x'"):
+        train(dataset, tmp_path / "x", tmp_path / "lx", _tiny(max_steps=1, devices="x"))
+
+
+def test_bf16_and_gradient_accumulation(dataset, tmp_path):
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        with pytest.raises(VoicemillError, match="no bfloat16 instructions"):
+            train(dataset, tmp_path / "x", tmp_path / "lx", _tiny(max_steps=1, precision="bf16"))
+        pytest.skip("this CPU has no bfloat16: the error is what a user sees")
+    s = train(dataset, tmp_path / "tts", tmp_path / "live", _tiny(max_steps=2, precision="bf16",
+                                                                   grad_accumulation=2, batch_size=1))
+    assert s["steps"] == 2 and len(s["ranks"][0]["clips"]) >= 3  # two micro-batches of one clip per step
+    metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert np.isfinite(metrics["train"]["loss_mel"])
+
+
+def test_two_processes_data_parallel_on_cpu_agree(dataset, tmp_path):
+    """train.devices=2 on a machine without CUDA: two gloo processes, each its own batches, the same weights."""
+    from voicemill.tts.training import resolve_start
+
+    opts = _tiny(max_steps=2, batch_size=1, devices="2")
+    s = train(dataset, tmp_path / "tts", tmp_path / "live", opts)
+    assert s["world"] == 2 and s["steps"] == 2
+    a, b = s["ranks"]
+    assert a["digest"] == b["digest"]  # the ranks' weights agree after the steps...
+    assert set(a["clips"]).isdisjoint(b["clips"])  # ... though each rank trained on other clips
+    torch.manual_seed(opts.seed)
+    initial = resolve_start(opts).model.state_dict()
+    trained = torch.load(tmp_path / "tts" / "model.pth", weights_only=False)["model"]
+    assert {part_of(k) for k in initial if not torch.equal(initial[k], trained[k])} >= {"decoder", "flow"}
