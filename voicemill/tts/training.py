@@ -704,7 +704,6 @@ def _train(group, job: Job) -> None:
     stop = history["stopped"]
     bar = tqdm(total=total, initial=loop.step, desc="train", unit="step", disable=None if main else True)
     t0, first = time.monotonic(), loop.step
-    last: dict[str, float] = {}
     while loop.step < total and not stop:
         log = loop.run_step()
         if main:
@@ -713,7 +712,6 @@ def _train(group, job: Job) -> None:
             live.step = log.step
             for key, value in log.losses.items():
                 live.log_metric(f"train/{key}", value)
-            last = log.losses
             if log.step % 25 == 0 or log.step == total:
                 rate = (log.step - first) / max(1e-9, time.monotonic() - t0)
                 _LOGGER.info("step %d/%d (%s): mel %.2f, kl %.2f, duration %.2f; %.2f steps/s, %s to go", log.step,
@@ -762,7 +760,6 @@ def _train(group, job: Job) -> None:
                          "evaluations": len(history["evals"]), "chosen_step": chosen})
     if best_scores:
         live.summary["best"] = {k: best_scores[k] for k in ("step", "composite", "wer", "distillmos", "similarity")}
-    live.summary.update({f"train/{k}": v for k, v in last.items()})
     live.make_summary()
     live.end()
     n_params = sum(p.numel() for n, p in model.named_parameters() if part_of(n) in GENERATOR_PARTS)
