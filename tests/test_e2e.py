@@ -158,5 +158,6 @@ def test_a_queued_sweep_compares_runs_by_the_listening_composite(repo_copy):
                     composites[lr] = train_metrics["best"]["composite"]
     assert set(composites) >= {5e-6, 2e-5}, shown
     assert all(0 < c <= 1 for c in composites.values()), composites
-    table = run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", "lr_adapt|best.composite"], repo, env)
-    assert "best.composite" in table.splitlines()[0], table
+    table = run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", r"Experiment|train.lr_adapt|best\.composite"],
+                repo, env)
+    assert table.splitlines()[0].split(",") == ["Experiment", "best.composite", "train.lr_adapt"], table

@@ -35,6 +35,17 @@ def test_int_accepted_for_float(write_params):
     assert t.lr == 1.0 and isinstance(t.lr, float)
 
 
+def test_exponent_floats_yaml_reads_as_strings_are_floats(tmp_path):
+    # PyYAML (YAML 1.1) reads 5e-06 without a dot as a string; `dvc exp run -S train.lr_adapt=5e-6` writes that.
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr_adapt: 5e-06\n  lr: 2.0E-4\n")
+    _, t = params.load(path, "train")
+    assert t.lr_adapt == 5e-06 and t.lr == 2e-4
+    path.write_text("train:\n  lr: 5e\n")
+    with pytest.raises(ParamsError, match=r"train\.lr"):
+        params.load(path, "train")
+
+
 def test_unknown_section(write_params):
     with pytest.raises(ParamsError, match="trian"):
         params.load(write_params({"trian": {}}), "train")

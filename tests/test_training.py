@@ -91,7 +91,7 @@ def test_sigkill_after_a_checkpoint_then_the_rerun_resumes_and_ends_as_an_unbrok
     assert all(torch.equal(resumed[k], unbroken[k]) for k in unbroken)
 
 
-def test_a_changed_recipe_starts_fresh_and_a_raised_max_steps_continues(dataset, tmp_path, caplog):
+def test_a_changed_recipe_starts_fresh_and_a_raised_max_steps_continues(dataset, tmp_path, caplog, monkeypatch):
     ckpt = tmp_path / "ckpt"
     first = train(dataset, tmp_path / "a", tmp_path / "la", _tiny(max_steps=2), checkpoints_dir=ckpt)
     assert first["resumed_from"] == -1 and first["steps"] == 2
@@ -108,6 +108,11 @@ def test_a_changed_recipe_starts_fresh_and_a_raised_max_steps_continues(dataset,
     again = train(dataset, tmp_path / "a", tmp_path / "la", _tiny(max_steps=4, lr=1e-4, checkpoint_every=1),
                   checkpoints_dir=ckpt)
     assert again["resumed_from"] == 3 and again["steps"] == 4 and "unreadable" in caplog.text
+    # A finished run and new training code (DVC reruns train for it): trained afresh, not re-exported.
+    monkeypatch.setattr("voicemill.tts.checkpoints.code_fingerprint", lambda: "other code")
+    fresh = train(dataset, tmp_path / "a", tmp_path / "la", _tiny(max_steps=4, lr=1e-4, checkpoint_every=1),
+                  checkpoints_dir=ckpt)
+    assert fresh["resumed_from"] == -1 and "training code changed" in caplog.text
 
 
 def test_the_best_checkpoint_by_listening_is_exported_and_patience_stops_early(dataset, tmp_path, measure):

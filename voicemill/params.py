@@ -10,6 +10,7 @@ hand the dataclass to the library.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -244,9 +245,15 @@ SECTIONS: dict[str, type] = {
 }
 
 
+#: A float in exponent form without a dot ('5e-06'): YAML 1.1 (PyYAML) reads it as a string.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_type(value, annotation, where: str):
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        return float(value)  # what `dvc exp run -S train.lr=1e-5` writes, and what a user means by it
     origin = typing.get_origin(annotation)
     if origin in (types.UnionType, typing.Union):
         for arg in typing.get_args(annotation):

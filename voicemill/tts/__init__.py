@@ -13,6 +13,13 @@ Modules:
   ``piper-medium``, ``piper-high``, coqui's ``full``).
 - ``piper_import``: Piper ONNX weights -> a coqui ``Vits`` (checked against the ONNX).
 - ``coqui``: building, saving and loading coqui ``Vits`` voices; synthesis.
-- ``training``: the fine-tuning loop and its phases (warm-up, adaptation).
+- ``training``: the fine-tuning loop and its phases (warm-up, adaptation),
+  and a run: resume, evaluations, the best checkpoint, early stop, precision.
+- ``checkpoints``: checkpoints written whole, kept and resumed; what makes
+  two runs the same run.
+- ``listening``: held-out sentences spoken and scored during training (WER,
+  Distill-MOS, similarity) and the composite that picks the best checkpoint.
+- ``distributed``: ``train.devices``, data-parallel ranks over
+  ``torch.distributed`` (NCCL on GPUs, gloo on the CPU).
 - ``export``: ONNX export checked against PyTorch, and Piper's voice JSON.
 """

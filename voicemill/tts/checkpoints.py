@@ -9,7 +9,10 @@ A checkpoint folder (``models/checkpoints``, a DVC ``persist`` output) holds:
   resumes from the newest complete checkpoint. Params that only say how far
   to go (``max_steps``, ``epochs``, ``patience``) or how often to look
   (``eval_every``, ``checkpoint_every``, ``keep_checkpoints``) are not part
-  of it: raising ``max_steps`` continues a finished run.
+  of it: raising ``max_steps`` continues a finished run. Each checkpoint also
+  records the training code's fingerprint (:func:`code_fingerprint`): an
+  unfinished run resumes across a code change (a fix to go on with, said in
+  the log), a finished one trained by other code starts fresh.
 - ``step-000200/state.pth``: the model (discriminator included), the
   optimizers, the batch order, the step, and the evaluation history. A
   checkpoint is written into a temporary folder, flushed to disk, then
@@ -163,6 +166,20 @@ class CheckpointStore:
 
     def eval_dir(self, step: int) -> Path:
         return self.root / "eval" / f"step-{step:06d}"
+
+
+#: The modules whose code decides what a run trains and which checkpoint it picks.
+TRAINING_CODE = ("training.py", "listening.py", "presets.py", "piper_import.py", "phonemes.py")
+
+
+def code_fingerprint() -> str:
+    """sha256 of :data:`TRAINING_CODE`: a finished run trained by other code is not resumed (see train)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in TRAINING_CODE:
+        h.update(name.encode() + b"\0" + (Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()
 
 
 def dataset_fingerprint(dataset_dir: Path) -> str:

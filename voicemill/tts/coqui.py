@@ -103,7 +103,7 @@ class Voice:
 def synthesize_ids(model, ids: list[int], noise_scale: float, length_scale: float, noise_w: float) -> np.ndarray:
     """Piper ids -> float32 waveform, with Piper's three scales."""
     model.inference_noise_scale, model.length_scale, model.inference_noise_scale_dp = noise_scale, length_scale, noise_w
-    x = torch.LongTensor(ids).unsqueeze(0)
+    x = torch.LongTensor(ids).unsqueeze(0).to(next(model.parameters()).device)
     out = model.inference(x, aux_input={"x_lengths": torch.LongTensor([x.shape[1]])})
     return out["model_outputs"].squeeze().cpu().numpy().astype(np.float32)
 

@@ -645,7 +645,7 @@ def _train(group, job: Job) -> None:
     from tqdm import tqdm
 
     from voicemill.fsutil import write_json
-    from voicemill.tts.checkpoints import CheckpointStore, dataset_fingerprint, run_identity
+    from voicemill.tts.checkpoints import CheckpointStore, code_fingerprint, dataset_fingerprint, run_identity
     from voicemill.tts.coqui import piper_config, save_voice
     from voicemill.tts.phonemes import dataset_ids
 
@@ -670,24 +670,15 @@ def _train(group, job: Job) -> None:
 
     store = CheckpointStore(job.checkpoints_dir, opts.keep_checkpoints)
     identity = run_identity(dataclasses.asdict(opts), dataset_fingerprint(job.dataset_dir))
-    resume = -1
-    if main and store.open(identity):
-        resume = store.steps()[-1]
-        if resume > total:
-            store.clear(identity, f"the checkpoints in {store.root} reach step {resume}, beyond this run's "
-                                  f"{total} steps")
-            resume = -1
+    resume, state = _resume_point(store, identity, total) if main else (-1, None)
     resume = group.broadcast_int(resume)
     history = {"evals": [], "best": None, "since_best": 0, "stopped": False}
     if resume >= 0:
-        found = store.latest() if main else (resume, store.load(resume))
-        resume = group.broadcast_int(found[0] if found else -1)
-        if resume >= 0:
-            state = found[1] if found[0] == resume else store.load(resume)
-            loop.load_state_dict(state["loop"])
-            history = state["history"]
-            if main:
-                _LOGGER.info("resuming from %s (step %d of %d)", store.path(resume), resume, total)
+        state = state or store.load(resume)
+        loop.load_state_dict(state["loop"])
+        history = state["history"]
+        if main:
+            _LOGGER.info("resuming from %s (step %d of %d)", store.path(resume), resume, total)
     if main:
         store.discard_after(loop.step)
         if loop.step:
@@ -725,7 +716,8 @@ def _train(group, job: Job) -> None:
             checkpoint = evaluate or stop or log.step == total or (
                 opts.checkpoint_every and log.step % opts.checkpoint_every == 0)
             if checkpoint:
-                store.save(log.step, {"loop": loop.state_dict(), "history": history, "identity": identity})
+                store.save(log.step, {"loop": loop.state_dict(), "history": history, "identity": identity,
+                                      "code": code_fingerprint()})
                 store.prune(protect={history["best"]} if history["best"] is not None else set())
                 live.make_summary()
         stop = group.agree(stop)
@@ -769,6 +761,30 @@ def _train(group, job: Job) -> None:
         "ranks": ranks, "start": start.kind, "parameters": n_params,
         "world": group.world, "seconds": time.monotonic() - t0,
         "phases": [f"{p.name} {p.steps}" for p in phases if p.steps]})
+
+
+def _resume_point(store, identity: dict, total: int) -> tuple[int, dict | None]:
+    """The step (and state) to resume from, or (-1, None) to start fresh, saying why."""
+    from voicemill.tts.checkpoints import code_fingerprint
+
+    if not store.open(identity):
+        return -1, None
+    found = store.latest()
+    if found is None:
+        store.clear(identity, f"no checkpoint in {store.root} could be read")
+        return -1, None
+    step, state = found
+    if step > total:
+        store.clear(identity, f"the checkpoints in {store.root} reach step {step}, beyond this run's {total} steps")
+        return -1, None
+    finished = step == total or state["history"]["stopped"]
+    if state.get("code") != code_fingerprint():
+        if finished:  # DVC reran train for new training code: the finished run is not what that code trains
+            store.clear(identity, f"the training code changed since the run in {store.root} finished")
+            return -1, None
+        _LOGGER.warning("the training code changed since the checkpoint at step %d; resuming with the new code",
+                        step)
+    return step, state
 
 
 def _evaluate(listener, loop: Loop, store, history: dict, live, opts: TrainOptions) -> bool:
