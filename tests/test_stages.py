@@ -122,7 +122,8 @@ def test_train_evaluate_export(chain, measure):
 
     root, p, _ = chain
     assert train.main(p + ["--dataset", str(root / "dataset"), "--out", str(root / "tts"), "--live",
-                           str(root / "live")]) == 0
+                           str(root / "live"), "--checkpoints", str(root / "checkpoints")]) == 0
+    assert (root / "checkpoints" / "step-000003" / "state.pth").exists()
     assert (root / "tts" / "model.pth").exists() and (root / "tts" / "config.json").exists()
     live = json.loads((root / "live" / "metrics.json").read_text())
     assert live["steps"] == 3  # train.max_steps ends training before the 5 epochs

@@ -108,6 +108,12 @@ def test_a_changed_recipe_starts_fresh_and_a_raised_max_steps_continues(dataset,
     again = train(dataset, tmp_path / "a", tmp_path / "la", _tiny(max_steps=4, lr=1e-4, checkpoint_every=1),
                   checkpoints_dir=ckpt)
     assert again["resumed_from"] == 3 and again["steps"] == 4 and "unreadable" in caplog.text
+    # A folder train did not write is never taken for checkpoints, nor deleted.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(VoicemillError, match="not a checkpoints folder"):
+        train(dataset, tmp_path / "a", tmp_path / "la", _tiny(max_steps=1), checkpoints_dir=tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").exists()
     # A finished run and new training code (DVC reruns train for it): trained afresh, not re-exported.
     monkeypatch.setattr("voicemill.tts.checkpoints.code_fingerprint", lambda: "other code")
     fresh = train(dataset, tmp_path / "a", tmp_path / "la", _tiny(max_steps=4, lr=1e-4, checkpoint_every=1),

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from voicemill.errors import VoicemillError
 from voicemill.fsutil import write_json
 
 _LOGGER = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ class CheckpointStore:
         Checkpoints of another run are deleted, with a log line naming what changed.
         """
         ident_file = self.root / "run.json"
+        if self.root.exists() and not ident_file.exists() and any(self.root.iterdir()):
+            raise VoicemillError(f"{self.root} holds files but no run.json, so it is not a checkpoints folder "
+                                 f"train wrote; give another --checkpoints folder (or empty this one)")
         old = json.loads(ident_file.read_text()) if ident_file.exists() else None
         if old == identity and self.steps():
             return True

@@ -677,6 +677,8 @@ def _train(group, job: Job) -> None:
         state = state or store.load(resume)
         loop.load_state_dict(state["loop"])
         history = state["history"]
+        # An early stop stands while train.patience says so; raised (or 0), the run goes on.
+        history["stopped"] = bool(opts.patience and history["since_best"] >= opts.patience)
         if main:
             _LOGGER.info("resuming from %s (step %d of %d)", store.path(resume), resume, total)
     if main:
