@@ -52,7 +52,7 @@ def _stage(args: list[str], params: Path) -> subprocess.Popen:
 
 def test_sigkill_after_a_checkpoint_then_the_rerun_resumes_and_ends_as_an_unbroken_run(dataset, tmp_path,
                                                                                        write_params):
-    steps = 20
+    steps = 12
     params = write_params({"train": {"preset": "tiny", "init_from": "", "max_steps": steps, "batch_size": 2,
                                      "checkpoint_every": 2, "keep_checkpoints": 2}})
     dirs = {name: tmp_path / name for name in ("tts", "live", "ckpt")}
@@ -108,6 +108,9 @@ def test_a_changed_recipe_starts_fresh_and_a_raised_max_steps_continues(dataset,
     again = train(dataset, tmp_path / "a", tmp_path / "la", _tiny(max_steps=4, lr=1e-4, checkpoint_every=1),
                   checkpoints_dir=ckpt)
     assert again["resumed_from"] == 3 and again["steps"] == 4 and "unreadable" in caplog.text
+    done = train(dataset, tmp_path / "a", tmp_path / "la", _tiny(max_steps=4, lr=1e-4, checkpoint_every=1),
+                 checkpoints_dir=ckpt)  # resumed at its last step: nothing to train, the same summary
+    assert done["resumed_from"] == 4 and json.loads((tmp_path / "la" / "metrics.json").read_text())["step"] == 4
     # A folder train did not write is never taken for checkpoints, nor deleted.
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")

@@ -686,6 +686,7 @@ def _train(group, job: Job) -> None:
         if loop.step:
             _rewind_live(job.live_dir, loop.step)
         live = Live(dir=str(job.live_dir), dvcyaml=None, save_dvc_exp=False, report=None, resume=loop.step > 0)
+        live.step = loop.step  # DVCLive's resume counts one past the last step it read
         listener = None
         if opts.eval_every:
             from voicemill.tts.listening import Listener
