@@ -281,6 +281,9 @@ class Loop:
         learning = set_trainable(self.model, phase.lrs)
         self.optimizers = _optimizers(self.model, phase)
         self._phase_index = index
+        # Which parameters each side steps: fixed for the phase, so found once here, not at every step.
+        self._disc_params = [p for p in self.model.disc.parameters() if p.requires_grad]
+        self._gen_params = [p for n, p in self.model.named_parameters() if p.requires_grad and part_of(n) != "disc"]
         if self.group.main:
             _LOGGER.info("phase %s: %d step(s), %s learn (%.2f M parameters)", phase.name, phase.steps,
                          ", ".join(f"{p} at {lr:g}" for p, lr in phase.lrs.items()), learning / 1e6)
@@ -353,8 +356,7 @@ class Loop:
         gen_alpha, feat_alpha = self.alphas
         self.criterion_g.gen_loss_alpha, self.criterion_g.feat_loss_alpha = gen_alpha * ramp, feat_alpha * ramp
         model, sums = self.model, {}
-        disc_params = [p for p in model.disc.parameters() if p.requires_grad]
-        gen_params = [p for n, p in model.named_parameters() if p.requires_grad and part_of(n) != "disc"]
+        disc_params, gen_params = self._disc_params, self._gen_params
         for micro in range(self.accumulation):
             last = micro == self.accumulation - 1
             batch = self._batch()
@@ -626,14 +628,14 @@ def _train_rank(rank: int, devices, job: Job) -> None:
 
 def _rewind_live(live_dir: Path, step: int) -> None:
     """Drop DVCLive history rows after ``step`` (logged after the checkpoint a run resumes from)."""
+    from voicemill.fsutil import atomic_path
+
     for tsv in Path(live_dir).glob("plots/metrics/**/*.tsv"):
         lines = tsv.read_text().splitlines()
         if not lines:
             continue
         col = lines[0].split("\t").index("step")
         keep = [lines[0]] + [ln for ln in lines[1:] if ln and int(ln.split("\t")[col]) <= step]
-        from voicemill.fsutil import atomic_path
-
         with atomic_path(tsv) as tmp:
             tmp.write_text("\n".join(keep) + "\n")
 
