@@ -1,7 +1,7 @@
 # The two commands a new user needs (see README):
 #   make demo   install everything and run the whole pipeline on the bundled demo
 #   make test   install everything, run the test suite, then the machine-sensitive tests
-#               under other machines' instruction sets (scripts/portability.py)
+#               under the most portable instruction set (scripts/portability.py; make portability: all)
 VENV ?= .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -16,7 +16,7 @@ demo: setup
 test:
 	bash scripts/setup.sh --test
 	python -m pytest -q
-	python -m scripts.portability --variations generic avx2
+	python -m scripts.portability --variations generic
 
 portability: setup
 	python -m scripts.portability --variations native generic avx2

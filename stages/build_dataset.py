@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup_logging(args.debug)
 
     def body():
+        cli.sweep("build_dataset", args.out, args.metrics, args.plots)
         common, opts = params.load(Path(args.params), "build_dataset")
         clips = manifest.read(Path(args.clips) / "manifest.parquet", "clips")
         transcripts = manifest.read(Path(args.transcripts) / "manifest.parquet", "transcripts")

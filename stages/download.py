@@ -29,11 +29,8 @@ import logging
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from voicemill import cli, manifest, params
+from voicemill import cli, params
 from voicemill.download import FetchOptions, download
-from voicemill.fsutil import write_json
 from voicemill.sources import read_sources
 
 _LOGGER = logging.getLogger("stages.download")
@@ -47,23 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup_logging(args.debug)
 
     def body():
+        cli.sweep("download", args.out)
         common, opts = params.load(Path(args.params), "download")
         sources = read_sources(Path(args.sources))
         out = Path(args.out)
         fetch = dataclasses.replace(params.fill(FetchOptions, opts, common), quiet=not args.debug)
         rows, failures, counts = download(sources, out, fetch)
-        write_json(out / "failures.json", failures)
-        attempted = len(rows) + len(failures)
-        if not rows:
-            (out / "manifest.parquet").unlink(missing_ok=True)
-            raise cli.StageError(f"no usable source in {args.sources} ({len(failures)} failed: see the warnings "
-                                 f"above and {out}/failures.json)")
-        if failures and len(failures) / attempted > opts.max_failed_share:
-            raise cli.StageError(
-                f"{len(failures)} of {attempted} items failed, more than download.max_failed_share="
-                f"{opts.max_failed_share}; fix or remove them in {args.sources} (reasons in {out}/failures.json)"
-            )
-        manifest.write(pd.DataFrame(rows), out / "manifest.parquet", "sources")
         hours = sum(r["duration_s"] for r in rows) / 3600
         _LOGGER.info("download: %d item(s), %.2f h of audio (%d fetched now, %d kept from the last run, %d removed), "
                      "%d failed -> %s", len(rows), hours, counts["fetched"], counts["kept"], counts["removed"],

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup_logging(args.debug)
 
     def body():
+        cli.sweep("evaluate", args.metrics, args.scores, args.report, args.html)
         from voicemill import evaluate, report
 
         common, opts = params.load(Path(args.params), "evaluate")

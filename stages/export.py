@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup_logging(args.debug)
 
     def body():
+        cli.sweep("export", args.onnx, args.metrics)
         from voicemill.tts.export import export_voice
 
         _, opts = params.load(Path(args.params), "export")

@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup_logging(args.debug)
 
     def body():
+        cli.sweep("segment", args.out, args.metrics)
         common, opts = params.load(Path(args.params), "segment")
         _, dataset_opts = params.load(Path(args.params), "build_dataset")
         s = segment(Path(args.raw), Path(args.out), common.sample_rate_hz, opts,

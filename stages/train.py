@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup_logging(args.debug)
 
     def body():
+        cli.sweep("train", args.out, args.live, args.checkpoints)
         from voicemill.tts.training import TrainOptions, train
 
         common, opts = params.load(Path(args.params), "train")

@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup_logging(args.debug)
 
     def body():
+        cli.sweep("transcribe", args.out, args.metrics)
         common, opts = params.load(Path(args.params), "transcribe")
         s = transcribe(Path(args.clips), Path(args.out), common.language, opts, common.seed)
         timing = s.pop("_timing")

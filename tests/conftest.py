@@ -78,13 +78,22 @@ def write_params(tmp_path):
     """Write a params file from a dict of sections; returns its path."""
 
     def _write(sections: dict) -> Path:
-        import yaml
-
-        path = tmp_path / "params.yaml"
-        path.write_text(yaml.safe_dump(sections))
-        return path
+        return params_file(tmp_path / "params.yaml", sections)
 
     return _write
+
+
+def params_file(path: Path, sections: dict) -> Path:
+    """Write a complete params file: every default (as shipped) with ``sections`` laid over it."""
+    import yaml
+
+    from voicemill.params import defaults
+
+    full = defaults()
+    for name, values in sections.items():
+        full.setdefault(name, {}).update(values)
+    path.write_text(yaml.safe_dump(full))
+    return path
 
 
 def ffmpeg_tone(path: Path, seconds: float = 2.0, extra: list[str] | None = None) -> Path:

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ffmpeg_tone
-from voicemill.download import FetchOptions, download
+from voicemill.download import DownloadFailed, FetchOptions, download
 from voicemill.sources import Source, SourcesError, read_sources
 
-FAST = FetchOptions(timeout_s=2, retries=2, backoff_s=0.05)
+FAST = FetchOptions(timeout_s=2, retries=2, backoff_s=0.05, max_failed_share=1.0)  # the library reports; tests read it
 
 
 def write_sources(tmp_path: Path, body: str) -> Path:
@@ -248,7 +248,15 @@ def test_a_page_with_several_videos_is_expanded_like_a_playlist(tmp_path, server
     assert counts == {"kept": 2, "fetched": 1, "removed": 0}  # the list grew by one video
     _write_manifest(out, rows)
     (root / "list.html").unlink()  # the playlist cannot be listed again: its videos must not be deleted
-    again, failures, counts = download([Source("url", f"{base}/list.html", 2)], out, FAST)
+    with pytest.raises(DownloadFailed, match="no usable source"):  # nothing new: the run fails, the folder stays
+        download([Source("url", f"{base}/list.html", 2)], out, FAST)
+    failures = json.loads((out / "failures.json").read_text())
     assert len(failures) == 1 and "404" in failures[0]["reason"]
-    assert counts["removed"] == 0 and sorted(r["source_id"] for r in again) == sorted(r["source_id"] for r in rows)
-    assert all((out / r["audio_path"]).exists() for r in again)
+    assert sorted(failures[0]["kept_from_last_run"]) == sorted(r["source_id"] for r in rows)
+    assert all((out / r["audio_path"]).exists() for r in rows)
+    # Beside another source that still works, the playlist's videos stay in the manifest.
+    ffmpeg_tone(tmp_path / "local.wav", seconds=2.5)
+    again, failures, counts = download([Source("url", f"{base}/list.html", 2),
+                                        Source("file", str(tmp_path / "local.wav"), 3)], out, FAST)
+    assert len(failures) == 1 and counts["removed"] == 0
+    assert {r["source_id"] for r in rows} < {r["source_id"] for r in again}

@@ -54,11 +54,75 @@ def repo_copy(tmp_path_factory):
     return dst, env
 
 
+STAGES = ("download", "segment", "transcribe", "build_dataset", "train", "evaluate", "export")
+
+
+def _kill_during(stage: str, repo: Path, env: dict, ready) -> str:
+    """Start `dvc repro`; SIGKILL its whole process group while ``stage`` runs, once ``ready(seconds in)``."""
+    import signal
+    import threading
+    import time
+
+    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    began, deadline = None, time.monotonic() + 900
+    while True:
+        assert proc.poll() is None, f"dvc repro ended before {stage} could be killed:\n{''.join(lines)[-3000:]}"
+        assert time.monotonic() < deadline, f"{stage} never became ready:\n{''.join(lines)[-3000:]}"
+        if began is None and f"Running stage '{stage}'" in "".join(lines):
+            began = time.monotonic()
+        if began is not None and ready(time.monotonic() - began):
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    reader.join(5)
+    lock = (repo / "dvc.lock").read_text() if (repo / "dvc.lock").exists() else ""
+    assert f"\n  {stage}:\n" not in lock, f"{stage} had finished before the kill"
+    return "".join(lines)
+
+
+def _leftovers(repo: Path) -> list[Path]:
+    return [p for top in ("data", "models", "metrics", "reports") for p in (repo / top).rglob(".tmp-*")]
+
+
 def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
     repo, env = repo_copy
+    # kill -9 inside each of the seven stages in turn, each followed by `dvc repro` (the next kill, or the
+    # last run): every stage starts over or resumes, and the pipeline ends complete with no leftovers.
+    ready = {
+        "download": lambda t: any(repo.glob("data/raw/.tmp-staging-*/*.wav")),  # mid-fetch
+        "segment": lambda t: any(p for d in repo.glob("data/.tmp-clips-*") for p in d.rglob("*.wav")),  # half cut
+        "transcribe": lambda t: t > 6,
+        "build_dataset": lambda t: t > 1.5,
+        "train": lambda t: (repo / "models" / "checkpoints" / "step-000040").is_dir(),  # after a checkpoint
+        "evaluate": lambda t: t > 6,
+        "export": lambda t: t > 4,
+    }
+    logs = {stage: _kill_during(stage, repo, env, ready[stage]) for stage in STAGES}
+    assert "resuming from" in logs["evaluate"] and "step 40 of 120" in logs["evaluate"]  # train went on from 40
     out = run(["dvc", "repro"], repo, env)
-    for stage in ("download", "segment", "transcribe", "build_dataset", "train", "evaluate", "export"):
-        assert f"Running stage '{stage}'" in out
+    assert "Running stage 'export'" in out and "resuming from" not in out  # train finished in an earlier run
+    assert not _leftovers(repo), _leftovers(repo)
+    import pandas as pd
+
+    raw = pd.read_parquet(repo / "data" / "raw" / "manifest.parquet")
+    assert all((repo / "data" / "raw" / p).exists() for p in raw["audio_path"])
+    clips = pd.read_parquet(repo / "data" / "clips" / "manifest.parquet")
+    transcripts = pd.read_parquet(repo / "data" / "transcripts" / "manifest.parquet")
+    assert sorted(clips["clip_id"]) == sorted(transcripts["clip_id"])
+    assert set(clips["source_id"]) <= set(raw["source_id"])
+    dataset = repo / "data" / "dataset"
+    kept = (dataset / "metadata.csv").read_text().splitlines()
+    split = [line for name in ("metadata_train.csv", "metadata_val.csv")
+             for line in (dataset / name).read_text().splitlines()]
+    assert sorted(kept) == sorted(split) and len(list((dataset / "wavs").glob("*.wav"))) == len(kept)
+    assert json.loads((repo / "metrics" / "dataset.json").read_text())["clips"] == len(kept)
+    for stage in STAGES:
+        assert f"\n  {stage}:\n" in (repo / "dvc.lock").read_text()
     assert (repo / "models" / "voice.onnx").exists()
     assert (repo / "models" / "voice.onnx.json").exists()
     assert (repo / "reports" / "eval.html").exists()

@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from scripts.portability import VARIATION_ENV, VARIATIONS
-from tests.conftest import REPO
+from tests.conftest import REPO, params_file
 from tests.goals import check_demo_data
 
 #: Runs in a fresh interpreter per instruction set: synthesize an episode, cut
@@ -75,7 +74,7 @@ def test_audio_clips_and_fingerprint_do_not_depend_on_the_instruction_sets(tmp_p
     generic = dict(native, **{k: v for k, v in VARIATIONS["generic"][0].items() if "DITHER" not in k})
     params = tmp_path / "params.yaml"
     # Speaker scoring off: one voice, and the test is about bytes, not measures.
-    params.write_text(yaml.safe_dump({"segment": {"speaker": False}, "transcribe": {"cpu_threads": 2}}))
+    params_file(params, {"segment": {"speaker": False}, "transcribe": {"cpu_threads": 2}})
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     a = _probe(tmp_path, "native", native, params, inputs, full=True)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from stages import build_dataset, download, evaluate, export, segment, train, transcribe
+from tests.conftest import params_file
 
 TINY = {
     # From scratch at the tiny size: every code path of training, in seconds (test_tts fine-tunes joe).
@@ -52,15 +53,13 @@ def test_all_sources_broken_fails(tmp_path, write_params, capsys):
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, short_episode):
     """download -> segment -> transcribe -> build_dataset on a short Piper episode plus a corrupt file."""
-    import yaml
-
     root = tmp_path_factory.mktemp("chain")
     wav, truth = short_episode
     shutil.copy(wav, root / "episode.wav")
     (root / "broken.flac").write_bytes(b"fLaC not really")
     (root / "sources.yaml").write_text("sources:\n  - source: episode.wav\n  - source: broken.flac\n")
     params = root / "params.yaml"
-    params.write_text(yaml.safe_dump(TINY))
+    params_file(params, TINY)
     p = ["--params", str(params)]
     assert download.main(p + ["--sources", str(root / "sources.yaml"), "--out", str(root / "raw")]) == 0
     assert segment.main(p + ["--raw", str(root / "raw"), "--out", str(root / "clips"), "--metrics",
@@ -188,8 +187,6 @@ def test_report_opens_in_chromium_with_players_and_images(chain):
 @pytest.mark.machine
 def test_score_a_folder_of_wavs_with_clap_twice(chain, piper_voice, tmp_path, measure):
     """--synth-dir scores any system's WAVs (here the Piper voice itself), with a CLAP model; runs repeat exactly."""
-    import yaml
-
     from tests.tiny_clap import build_tiny_clap
     from voicemill.audio import write_wav
     from voicemill.demo import synthesize
@@ -203,8 +200,8 @@ def test_score_a_folder_of_wavs_with_clap_twice(chain, piper_voice, tmp_path, me
         write_wav(synth_dir / f"{clip_id}.wav", audio, rate)
     params = tmp_path / "params.yaml"
     clap = build_tiny_clap(tmp_path / "clap")
-    params.write_text(yaml.safe_dump({"evaluate": {"max_utterances": 2, "clap_model": str(clap),
-                                                    "fad_backends": ["resemblyzer", "clap"]}}))
+    params_file(params, {"evaluate": {"max_utterances": 2, "clap_model": str(clap),
+                                                    "fad_backends": ["resemblyzer", "clap"]}})
     results = []
     for run in ("a", "b"):
         assert evaluate.main(["--params", str(params), "--dataset", str(root / "dataset"), "--synth-dir",

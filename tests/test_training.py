@@ -35,8 +35,12 @@ def dataset(tmp_path_factory, piper_voice):
     return write_tts_dataset(tmp_path_factory.mktemp("train_dataset"), piper_voice, texts, n_train=6)
 
 
+#: The library's defaults are the demo's (evaluations, checkpoints, early stop); these tests ask for them one by one.
+QUIET = {"max_steps": 0, "eval_every": 0, "checkpoint_every": 0, "keep_checkpoints": 2, "patience": 0}
+
+
 def _tiny(**kw) -> TrainOptions:
-    return TrainOptions(**{"preset": "tiny", "init_from": "", "batch_size": 2, "num_threads": 2, **kw})
+    return TrainOptions(**{"preset": "tiny", "init_from": "", "batch_size": 2, "num_threads": 2, **QUIET, **kw})
 
 
 def _tsv_steps(live: Path, name: str) -> list[int]:

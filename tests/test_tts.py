@@ -82,16 +82,18 @@ def test_parts_cover_every_parameter_and_the_plan_warms_up_first():
     assert part_of("duration_predictor.post_flows.1.convs.x") == "duration_post"
     assert part_of("duration_predictor.flows.1.x") == "duration_post"
     assert part_of("duration_predictor.flows.2.x") == "duration"
-    warm, adapt = plan(TrainOptions(warmup_steps=10), "piper", 30)
+    warm, adapt = plan(TrainOptions(warmup_steps=10, max_steps=0), "piper", 30)
     assert (warm.steps, adapt.steps) == (10, 20) and not warm.adapts and adapt.adapts
     assert set(warm.lrs) == {"posterior", "duration_post", "disc"} and not warm.adversarial
     assert "flow" in adapt.lrs and "text_encoder" not in adapt.lrs and "decoder" not in adapt.lrs
-    (only,) = plan(TrainOptions(), "voice", 5)
+    (only,) = plan(TrainOptions(max_steps=0), "voice", 5)
     assert only.name == "adapt"
 
 
 def _opts(**kw) -> TrainOptions:
-    return TrainOptions(**{"epochs": 100, "batch_size": 2, "num_threads": 2, **kw})
+    from tests.test_training import QUIET
+
+    return TrainOptions(**{"epochs": 100, "batch_size": 2, "num_threads": 2, **QUIET, **kw})
 
 
 def _generator(model) -> dict:

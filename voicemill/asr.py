@@ -36,6 +36,7 @@ import numpy as np
 from voicemill.errors import VoicemillError
 from voicemill.fsutil import atomic_dir
 from voicemill.textnorm import base_language, spoken_chars
+from voicemill.params import defaults_from
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -87,7 +88,10 @@ def resolve_model(name: str) -> str:
         if not (path / "model.bin").exists():
             raise ModelError(f"{path}: a local Whisper model directory must contain model.bin (CTranslate2 format)")
         return str(path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+    # A path (not a hub name such as 'Systran/faster-whisper-small'): './x', '/x', '~/x', a/b/c, or a name
+    # whose first folder exists here ('models/whisper-small' with a models/ folder).
+    looks_local = "/" in name and Path(name.split("/")[0]).expanduser().is_dir()
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or looks_local:
         raise ModelError(
             f"ASR model {name!r}: no such directory. Accepted: {', '.join(BUNDLED)} (bundled), "
             "a local CTranslate2 model directory, or a hub name such as 'large-v3' (needs a network)"
@@ -137,16 +141,12 @@ def is_multilingual(model) -> bool:
 
 
 @dataclass(frozen=True)
+@defaults_from('transcribe', 'common')
 class DecodeOptions:
-    beam_size: int = 5
-    batch_size: int = 8
-    """Clips packed into one Whisper window, and windows per decoder batch (see :func:`transcribe_clips`); 0 or 1:
-    one call per clip."""
-    initial_prompt: str = ""
-    """Text given to the decoder as preceding context in every window (spelling, style); empty for none."""
-    seed: int = 1234
-    """Seed of CTranslate2's sampler, used by Whisper's temperature fallback when clips are decoded one by one (the
-    batched pipeline decodes at temperature 0 only): reruns give the same text."""
+    beam_size: int
+    batch_size: int
+    initial_prompt: str
+    seed: int
 
 
 #: Silence put between packed clips: long enough that Whisper ends a sentence
@@ -436,17 +436,13 @@ def language_mismatch(detected: str, probability: float, expected: str, min_prob
 
 
 @dataclass(frozen=True)
+@defaults_from('transcribe')
 class CheckOptions:
-    max_compression_ratio: float = 2.4
-    """Whisper's own limit: a higher gzip ratio means repetitive text."""
-    max_repeats: int = 2
-    """A phrase of 2+ words said more often than this in a row is a loop (a single word: one more)."""
-    max_silence_share: float = 0.8
-    """Text on a clip with more non-speech than this is suspect."""
-    min_chars_per_s: float = 4.0
-    """Fewer spoken characters per second of speech: words are missing."""
-    max_chars_per_s: float = 30.0
-    """More spoken characters per second of speech than anyone says: invented text."""
+    max_compression_ratio: float
+    max_repeats: int
+    max_silence_share: float
+    min_chars_per_s: float
+    max_chars_per_s: float
 
 
 def longest_repeat(words: list[str]) -> tuple[int, int]:

@@ -16,8 +16,10 @@ class StageError(VoicemillError):
 
 
 def parser(doc: str, stage: str) -> argparse.ArgumentParser:
-    """An argument parser whose help is the stage's docstring."""
-    p = argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=doc,
+    """An argument parser whose help is the stage's docstring, then the params it reads (from their declarations)."""
+    from voicemill.params import help_text
+
+    p = argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=doc, epilog=help_text(stage),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     p.add_argument("--debug", action="store_true", help="verbose logging")
@@ -38,6 +40,8 @@ def setup_logging(debug: bool) -> None:
 
 def run(stage: str, fn: Callable[[], None], debug: bool) -> int:
     """Run a stage body; a known error becomes one clear line and exit code 1."""
+    from voicemill.fsutil import describe_os_error
+
     known = (VoicemillError, FileNotFoundError, ValueError)
     try:
         fn()
@@ -46,6 +50,29 @@ def run(stage: str, fn: Callable[[], None], debug: bool) -> int:
             _LOGGER.exception("%s failed", stage)
         _LOGGER.error("%s failed: %s", stage, e)
         return 1
+    except OSError as e:  # disk full, read-only, permissions: the path and the fix, not a traceback
+        if debug:
+            _LOGGER.exception("%s failed", stage)
+        if e.filename is None and _OUTPUTS:
+            e = OSError(e.errno, e.strerror, f"writing {', '.join(map(str, _OUTPUTS))}")
+        _LOGGER.error("%s failed: %s", stage, describe_os_error(e))
+        return 1
     return 0
+
+
+#: The outputs of the stage running in this process (named when an OS error names no path).
+_OUTPUTS: list = []
+
+
+def sweep(stage: str, *outputs) -> None:
+    """Remove what interrupted runs of this stage left behind next to and inside its outputs."""
+    from pathlib import Path
+
+    from voicemill.fsutil import sweep_stale
+
+    _OUTPUTS[:] = [o for o in outputs if o]
+    removed = sweep_stale(*[Path(o) for o in outputs if o])
+    if removed:
+        _LOGGER.info("%s: removed %d leftover(s) of an interrupted run", stage, removed)
 
 

@@ -51,6 +51,7 @@ from voicemill import manifest
 from voicemill.errors import VoicemillError
 from voicemill.fsutil import atomic_path, sha256_file
 from voicemill.textnorm import for_scoring, normalize, spoken_chars
+from voicemill.params import defaults_from
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -60,30 +61,26 @@ class DatasetError(VoicemillError, ValueError):
 
 
 @dataclass(frozen=True)
+@defaults_from('build_dataset', 'common')
 class DatasetOptions:
-    language: str = "en"
-    seed: int = 1234
-    val_share: float = 0.1
-    min_val_clips: int = 4
-    min_duration_s: float = 0.5
-    max_duration_s: float = 15.0
-    min_words: int = 1
-    max_words: int = 80
-    """0: no upper bound."""
-    max_clipped_share: float = 0.001
-    min_dnsmos_ovrl: float = 2.5
-    """0: off."""
-    drop_speaker_change: bool = True
-    min_speaker_similarity: float = 0.75
-    """0: off."""
-    drop_language_mismatch: bool = True
-    drop_hallucinations: bool = True
-    min_confidence: float = 0.4
-    """0: off. Applies to ASR transcripts only."""
-    rate_iqr_k: float = 1.5
-    """0: off."""
-    rate_min_clips: int = 8
-    drop_duplicate_texts: bool = True
+    language: str
+    seed: int
+    val_share: float
+    min_val_clips: int
+    min_duration_s: float
+    max_duration_s: float
+    min_words: int
+    max_words: int
+    max_clipped_share: float
+    min_dnsmos_ovrl: float
+    drop_speaker_change: bool
+    min_speaker_similarity: float
+    drop_language_mismatch: bool
+    drop_hallucinations: bool
+    min_confidence: float
+    rate_iqr_k: float
+    rate_min_clips: int
+    drop_duplicate_texts: bool
 
 
 @dataclass(frozen=True)

@@ -43,23 +43,32 @@ from pathlib import Path
 import pandas as pd
 
 from voicemill.audio import AudioError, probe, require_ffmpeg
-from voicemill.fsutil import atomic_path, sha256_file
+from voicemill.fsutil import atomic_path, is_fatal, raise_fatal_os_error, sha256_file, write_json
+from voicemill import manifest
+from voicemill.errors import VoicemillError
 from voicemill.sources import Source, SourcesError
+from voicemill.params import defaults_from
 
 _LOGGER = logging.getLogger(__name__)
 
 MEDIA_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".mp4", ".mkv", ".webm", ".mov"}
 COOKIES_ENV = "VOICEMILL_COOKIES_FILE"
 PARQUET_BATCH_ROWS = 32
+#: A trim may end this far past a recording's end (rounded times) before it is a bad entry.
+TRIM_SLACK_S = 0.5
 
 
 @dataclass(frozen=True)
+@defaults_from('download', 'common')
 class FetchOptions:
-    seed: int = 1234
-    timeout_s: float = 600.0
-    retries: int = 3
-    backoff_s: float = 2.0
-    rate_limit: str = ""
+    """Defaults and meanings: the download and common params (voicemill/params.py)."""
+
+    max_failed_share: float
+    seed: int
+    timeout_s: float
+    retries: int
+    backoff_s: float
+    rate_limit: str
     quiet: bool = True
 
 
@@ -77,6 +86,12 @@ def short_hash(*parts: str) -> str:
 def to_wav(src: Path, dst: Path, start_s: float | None = None, end_s: float | None = None) -> None:
     """Extract the audio of any media file to 16-bit PCM WAV (original rate and channels), streaming."""
     trim = []
+    if start_s is not None or end_s is not None:
+        length = probe(src)["duration_s"]
+        for name, t in (("start", start_s), ("end", end_s)):
+            if t is not None and t > length + TRIM_SLACK_S:
+                raise AudioError(f"{src}: the entry's {name} ({t:g} s) is past the end of the recording "
+                                 f"({length:.1f} s); fix or remove the entry's {name}")
     if start_s is not None:
         trim += ["-ss", f"{start_s:.3f}"]
     if end_s is not None:
@@ -86,6 +101,7 @@ def to_wav(src: Path, dst: Path, start_s: float | None = None, end_s: float | No
                "-acodec", "pcm_s16le", "-f", "wav", str(tmp)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
+            raise_fatal_os_error(proc.stderr, tmp)
             last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
             raise AudioError(f"{src}: ffmpeg could not read its audio ({last})")
         if tmp.stat().st_size <= 44:
@@ -148,6 +164,7 @@ class Previous:
 
     def __init__(self, out_dir: Path):
         self.rows: dict[str, dict] = {}
+        self.folder = out_dir
         path = out_dir / "manifest.parquet"
         if not path.exists():
             return
@@ -170,11 +187,17 @@ class Previous:
     def of_entry(self, src: Source) -> list[dict]:
         return [r for r in self.rows.values() if r.get("entry") == src.entry]
 
+    def of_origin(self, origin: str) -> list[dict]:
+        """The items an entry for ``origin`` (a file, URL or an entry's source) brought, whatever its trim."""
+        return [r for r in self.rows.values()
+                if r.get("origin") == origin or str(r.get("entry", "")).rsplit("|", 1)[0] == origin]
+
 
 # ------------------------------------------------------------------ kinds
 
 
 def fetch_demo(src: Source, out_dir: Path, opts: FetchOptions, previous: Previous) -> list[dict]:
+    """The demo's episodes and reference; new files go to ``out_dir`` (the staging folder)."""
     from voicemill.demo import DEMO_VERSION, EPISODES, REFERENCE_SENTENCES, load_voice, write_episode, write_reference
 
     rows, voice = [], None
@@ -183,7 +206,7 @@ def fetch_demo(src: Source, out_dir: Path, opts: FetchOptions, previous: Previou
         source_id = f"demo-{episode.name}"
         fingerprint = short_hash("demo", DEMO_VERSION, str(opts.seed), episode.title, *episode.fingerprint_parts())
         kept = previous.get(source_id, fingerprint)
-        if kept is not None and (out_dir / kept["truth_path"]).exists():
+        if kept is not None and (previous.folder / kept["truth_path"]).exists():
             rows.append(kept)
             continue
         voice = voice or load_voice(alignments=True)
@@ -224,9 +247,20 @@ def fetch_files(src: Source, out_dir: Path, previous: Previous, failures: list) 
                 _LOGGER.info("fetched %s from %s", source_id, path)
             rows.append(kept)
         except (AudioError, OSError) as e:
-            _LOGGER.warning("skipped %s (line %d): %s", path, src.line, e)
-            failures.append({"line": src.line, "origin": str(path), "reason": str(e)})
+            if is_fatal(e):
+                raise
+            rows.extend(_keep_previous(previous, str(path), src, e, failures))
     return rows
+
+
+def _keep_previous(previous: Previous, origin: str, src: Source, error: Exception, failures: list) -> list[dict]:
+    """Report a failed item; what its origin brought in the last run stays (a bad new entry loses nothing)."""
+    kept = previous.of_origin(origin)
+    _LOGGER.warning("skipped %s (line %d): %s%s", origin, src.line, error,
+                    f"; its {len(kept)} item(s) from the last run are kept" if kept else "")
+    failures.append({"line": src.line, "origin": origin, "reason": str(error),
+                     "kept_from_last_run": [r["source_id"] for r in kept]})
+    return kept
 
 
 def _transient(error: Exception) -> bool:
@@ -350,8 +384,9 @@ def fetch_urls(src: Source, out_dir: Path, opts: FetchOptions, previous: Previou
             rows.append(fetch_video(url, src, out_dir, opts, playlist))
             _LOGGER.info("fetched %s from %s", source_id, url)
         except (ItemError, AudioError, OSError) as e:
-            _LOGGER.warning("skipped %s (line %d): %s", url, src.line, e)
-            failures.append({"line": src.line, "origin": url, "reason": str(e)})
+            if is_fatal(e):
+                raise
+            rows.extend(_keep_previous(previous, url, src, e, failures))
     return rows
 
 
@@ -387,6 +422,8 @@ def fetch_parquet(src: Source, out_dir: Path, previous: Previous, failures: list
                 try:
                     rows.append(_parquet_row(record, path, row_no, source_id, fingerprint, src, out_dir))
                 except (AudioError, ItemError, OSError) as e:
+                    if is_fatal(e):
+                        raise
                     _LOGGER.warning("skipped %s row %d (line %d): %s", path.name, row_no, src.line, e)
                     failures.append({"line": src.line, "origin": f"{path}#row={row_no}", "reason": str(e)})
     return rows
@@ -413,11 +450,21 @@ def _parquet_row(record: dict, path: Path, row_no: int, source_id: str, fingerpr
 # ------------------------------------------------------------------- main
 
 
-def download(sources: list[Source], out_dir: Path, opts: FetchOptions) -> tuple[list[dict], list[dict], dict]:
-    """Fetch every source into ``out_dir``; returns (rows, failures, counts).
+class DownloadFailed(VoicemillError):
+    """The run as a whole failed (no usable source, too many failures); the folder is as it was."""
 
-    ``counts`` says how many items were kept from the previous run, fetched
-    now, and removed because their source left the list.
+
+def download(sources: list[Source], out_dir: Path, opts: FetchOptions) -> tuple[list[dict], list[dict], dict]:
+    """Fetch every source into ``out_dir``, as one transaction; returns (rows, failures, counts).
+
+    New files are fetched into a staging folder inside ``out_dir``. Only when
+    the run is acceptable (at least one usable item, failures within
+    ``opts.max_failed_share``) are they moved into place, the manifest
+    rewritten and the items no longer listed removed; otherwise
+    :class:`DownloadFailed` is raised and the previous manifest and every file
+    it lists are untouched. ``failures.json`` is written either way. An entry
+    that fails keeps what its source brought in the last run. ``counts`` says
+    how many items were kept from the previous run, fetched now, and removed.
     """
     from tqdm import tqdm
 
@@ -425,37 +472,56 @@ def download(sources: list[Source], out_dir: Path, opts: FetchOptions) -> tuple[
     previous = Previous(out_dir)
     rows: list[dict] = []
     failures: list[dict] = []
-    for src in tqdm(sources, desc="download", unit="source", disable=None):
-        try:
-            if src.kind == "demo":
-                rows.extend(fetch_demo(src, out_dir, opts, previous))
-            elif src.kind == "file":
-                rows.extend(fetch_files(src, out_dir, previous, failures))
-            elif src.kind == "url":
-                rows.extend(fetch_urls(src, out_dir, opts, previous, failures))
-            elif src.kind == "parquet":
-                rows.extend(fetch_parquet(src, out_dir, previous, failures))
-            else:
-                raise SourcesError(f"line {src.line}: unknown source kind {src.kind!r}")
-        except (AudioError, ItemError, SourcesError, OSError) as e:
-            # The entry failed as a whole (a playlist that could not be listed again, an unreadable
-            # Parquet file): what it brought before stays, so a network hiccup never deletes data.
-            kept = previous.of_entry(src)
-            _LOGGER.warning("skipped line %d (%s): %s%s", src.line, src.origin, e,
-                            f"; its {len(kept)} item(s) from the last run are kept" if kept else "")
-            failures.append({"line": src.line, "origin": src.origin, "reason": str(e)})
-            rows.extend(kept)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-staging-", dir=out_dir))
+    try:
+        for src in tqdm(sources, desc="download", unit="source", disable=None):
+            try:
+                if src.kind == "demo":
+                    rows.extend(fetch_demo(src, staging, opts, previous))
+                elif src.kind == "file":
+                    rows.extend(fetch_files(src, staging, previous, failures))
+                elif src.kind == "url":
+                    rows.extend(fetch_urls(src, staging, opts, previous, failures))
+                elif src.kind == "parquet":
+                    rows.extend(fetch_parquet(src, staging, previous, failures))
+                else:
+                    raise SourcesError(f"line {src.line}: unknown source kind {src.kind!r}")
+            except (AudioError, ItemError, SourcesError, OSError) as e:
+                if is_fatal(e):
+                    raise
+                # The entry failed as a whole (a playlist that could not be listed again, an unreadable
+                # Parquet file): what it brought before stays, so a network hiccup never deletes data.
+                rows.extend(_keep_previous(previous, src.origin, src, e, failures))
 
-    unique: dict[str, dict] = {}
-    for row in rows:
-        if row["source_id"] in unique:
-            _LOGGER.warning("%s has the same audio as %s; kept once", row["origin"], unique[row["source_id"]]["origin"])
-            continue
-        unique[row["source_id"]] = row
-    kept_ids = set(unique)
-    removed = _remove_stale(out_dir, kept_ids)
-    fetched = sum(1 for sid in kept_ids if sid not in previous.rows)
-    counts = {"kept": len(kept_ids) - fetched, "fetched": fetched, "removed": removed}
+        unique: dict[str, dict] = {}
+        for row in rows:
+            if row["source_id"] in unique:
+                _LOGGER.warning("%s has the same audio as %s; kept once", row["origin"],
+                                unique[row["source_id"]]["origin"])
+                continue
+            unique[row["source_id"]] = row
+        write_json(out_dir / "failures.json", failures)
+        # Items kept only because their new entry failed are no success of this run.
+        stand_ins = {sid for f in failures for sid in f.get("kept_from_last_run", ())}
+        attempted = len(set(unique) - stand_ins) + len(failures)
+        if not set(unique) - stand_ins:
+            raise DownloadFailed(f"no usable source ({len(failures)} failed: see the warnings above and "
+                                 f"{out_dir}/failures.json); {out_dir} is as the last run left it")
+        if failures and len(failures) / attempted > opts.max_failed_share:
+            raise DownloadFailed(
+                f"{len(failures)} of {attempted} items failed, more than download.max_failed_share="
+                f"{opts.max_failed_share}; fix or remove them in the sources file (reasons in "
+                f"{out_dir}/failures.json); {out_dir} is as the last run left it")
+        # Commit: the new files into place, then the manifest, then what is no longer listed goes.
+        for path in sorted(staging.iterdir()):
+            if path.is_file():
+                os.replace(path, out_dir / path.name)
+        manifest.write(pd.DataFrame(list(unique.values())), out_dir / "manifest.parquet", "sources")
+        removed = _remove_stale(out_dir, set(unique))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    fetched = sum(1 for sid in unique if sid not in previous.rows)
+    counts = {"kept": len(unique) - fetched, "fetched": fetched, "removed": removed}
     return list(unique.values()), failures, counts
 
 

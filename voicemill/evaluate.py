@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from tqdm import tqdm
 from voicemill import asr, embeddings, scoring
 from voicemill.audio import AudioError, read_wav, write_wav
 from voicemill.errors import VoicemillError
+from voicemill.params import defaults_from
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -43,13 +44,14 @@ Clip = tuple[np.ndarray, int]
 
 
 @dataclass(frozen=True)
+@defaults_from('evaluate', 'common')
 class EvalOptions:
-    asr_model: str = "tiny.en"
-    num_threads: int = 2
-    fad_backends: list[str] = field(default_factory=lambda: ["resemblyzer", "whisper"])
-    clap_model: str = ""
-    language: str = "en"
-    seed: int = 1234
+    asr_model: str
+    num_threads: int
+    fad_backends: list[str]
+    clap_model: str
+    language: str
+    seed: int
 
 
 def read_eval_sentences(dataset_dir: Path, max_utterances: int) -> list[tuple[str, str]]:

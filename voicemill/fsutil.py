@@ -9,12 +9,14 @@ file, which no reader mistakes for a finished output.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -34,8 +36,11 @@ def atomic_path(final: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
+        full = _disk_full_error(e, final)
         tmp.unlink(missing_ok=True)
+        if full is not None:
+            raise full from e
         raise
 
 
@@ -51,9 +56,29 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
+        full = _disk_full_error(e, final)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from e
         raise
+
+
+#: Less free space than this after a failed write means the write failed for want of space.
+_FULL_BYTES = 256 << 10
+
+
+def _disk_full_error(error: BaseException, final: Path) -> OSError | None:
+    """An ENOSPC OSError naming ``final`` when a writer (libsndfile, pyarrow, torch) failed on a full disk
+    with an error of its own ("System error"); None otherwise."""
+    if isinstance(error, OSError) or not isinstance(error, Exception):
+        return None
+    try:
+        if shutil.disk_usage(final.parent).free >= _FULL_BYTES:
+            return None
+    except OSError:
+        return None
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(final))
 
 
 def without_nan(value):
@@ -80,3 +105,66 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+#: OS errors that no retry or other item can get past: the stage stops with one line naming the path.
+FATAL_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
+
+#: What to do about each fatal error, for the one-line message.
+_FIXES = {
+    errno.ENOSPC: "the disk is full: free space there (or point the stage at a bigger disk) and rerun",
+    errno.EDQUOT: "the disk quota is used up: free space there and rerun",
+    errno.EFBIG: "the file is larger than this file system or process allows",
+    errno.EROFS: "the folder is on a read-only file system: make it writable or choose another output folder",
+    errno.EACCES: "permission denied: make the folder writable for this user (or choose another one)",
+    errno.EPERM: "operation not permitted: check the folder's owner and permissions",
+}
+
+
+def is_fatal(error: BaseException) -> bool:
+    """Whether an OS error is about the machine (disk full, read-only), not about one item."""
+    return isinstance(error, OSError) and error.errno in FATAL_ERRNOS
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line: the path, what went wrong and the fix."""
+    where = error.filename if error.filename is not None else "(no path)"
+    fix = _FIXES.get(error.errno, "")
+    return f"{where}: {error.strerror or error}" + (f"; {fix}" if fix else "")
+
+
+def raise_fatal_os_error(tool_stderr: str, path: Path) -> None:
+    """Raise the OSError a tool (ffmpeg) reported in its stderr when it is about the disk, not the input."""
+    for text, code in (("No space left on device", errno.ENOSPC), ("Read-only file system", errno.EROFS),
+                       ("Disk quota exceeded", errno.EDQUOT)):
+        if text in tool_stderr:
+            raise OSError(code, os.strerror(code), str(path))
+
+
+def sweep_stale(*outputs: Path, older_than_s: float = 0.0) -> int:
+    """Delete what interrupted runs left behind for these outputs; returns how many were removed.
+
+    :func:`atomic_path` and :func:`atomic_dir` make ``.tmp-<name>-*`` next to
+    an output, and stages make ``.tmp-*`` inside an output folder; a process
+    killed mid-write leaves them. A stage calls this for its outputs at start
+    (DVC runs one stage at a time in a workspace).
+    """
+    removed = 0
+    now = time.time()
+    for out in map(Path, outputs):
+        candidates = []
+        if out.parent.is_dir():
+            candidates += [p for p in out.parent.glob(f".tmp-{out.stem}-*")]
+            if out.suffix:
+                candidates += [p for p in out.parent.glob(f".tmp-{out.name}-*")]
+        if out.is_dir():
+            candidates += list(out.glob(".tmp-*"))
+        for path in set(candidates):
+            try:
+                if now - path.lstat().st_mtime < older_than_s:
+                    continue
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed

@@ -1,16 +1,32 @@
-"""Typed params: one dataclass per ``params.yaml`` section.
+"""Every param, declared once: type, unit, allowed range, default and doc.
 
 DVC itself checks nothing in ``params.yaml``; a typo there would silently fall
-back to a default. So each stage loads its section into a dataclass here: an
-unknown key, a missing key or a wrong type fails at once with the key's name.
+back to a default. So each section of ``params.yaml`` is a dataclass here
+whose fields are declared with :func:`opt`, and everything else is derived
+from those declarations:
+
+- loading and validation (:func:`load`): an unknown key, a missing key, a
+  wrong type, a value out of range or not among the allowed choices fails the
+  stage with one line that names the file, the key, the value and what is
+  allowed;
+- the library's option classes take their defaults from here
+  (:func:`defaults_from`), so a default is never written twice;
+- each stage's ``--help`` lists the params it reads (:func:`help_text`);
+- the README's params table (:func:`markdown_table`; ``python -m
+  voicemill.params --readme README.md`` rewrites it);
+- the shipped ``params.yaml`` holds exactly these defaults (a test checks it).
+
 The library never reads ``params.yaml`` itself; stages call :func:`load` and
-hand the dataclass to the library.
+hand the dataclasses (or library options built with :func:`fill`) to it.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -24,213 +40,187 @@ class ParamsError(VoicemillError, ValueError):
     """A params section is malformed; the message names the key and the file."""
 
 
+def opt(default, doc: str, unit: str = "", *, ge: float | None = None, gt: float | None = None,
+        le: float | None = None, lt: float | None = None, choices: tuple | None = None,
+        zero_off: bool = False):
+    """Declare one param: its default, a one-line doc, its unit and what values are allowed.
+
+    ``ge``/``gt``/``le``/``lt`` bound numbers; ``choices`` lists the allowed
+    values (for a list param: the allowed items); ``zero_off``: 0 also
+    allowed, meaning off, whatever the bounds say.
+    """
+    meta = {"doc": doc, "unit": unit, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices,
+            "zero_off": zero_off}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda d=tuple(default): list(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class CommonParams:
-    sample_rate_hz: int = 22050
-    """Sample rate of the clips and of the dataset."""
-    language: str = "en"
-    """Language of the dataset (ISO 639-1): text normalisation and ASR."""
-    seed: int = 1234
-    """Seed for every random choice (demo pauses, split, training)."""
+    sample_rate_hz: int = opt(22050, "sample rate of the clips and of the dataset", "Hz", ge=8000, le=96000)
+    language: str = opt("en", "language of the dataset (ISO 639-1): text normalisation and ASR")
+    seed: int = opt(1234, "seed for every random choice (demo pauses, split, training)", ge=0)
 
 
 @dataclass(frozen=True)
 class DownloadParams:
-    max_failed_share: float = 0.5
-    """Fail the stage when more than this share of sources fails."""
-    timeout_s: float = 600.0
-    """Network timeout for URL sources: a stall this long fails the attempt."""
-    retries: int = 3
-    """Retries of a URL item on network errors, HTTP 429 and 5xx (not on 404)."""
-    backoff_s: float = 2.0
-    """First wait before a retry; doubled at each further retry."""
-    rate_limit: str = ""
-    """Download rate limit for URL sources, e.g. '2M' (bytes/s); empty for none."""
+    max_failed_share: float = opt(0.5, "fail the stage when more than this share of sources fails", ge=0, le=1)
+    timeout_s: float = opt(600.0, "network stall timeout for URL sources", "s", gt=0)
+    retries: int = opt(3, "retries of a URL item on network errors, HTTP 429 and 5xx (not on 404)", ge=0, le=20)
+    backoff_s: float = opt(2.0, "first wait before a retry; doubled at each further retry", "s", ge=0)
+    rate_limit: str = opt("", "download rate limit for URL sources, e.g. '2M' (bytes/s); empty = none")
 
 
 @dataclass(frozen=True)
 class SegmentParams:
-    vad_aggressiveness: int = 2
-    """webrtcvad mode, 0 (keeps most) to 3 (keeps least)."""
-    frame_ms: int = 30
-    """VAD frame length: 10, 20 or 30 ms."""
-    min_speech_ms: int = 60
-    """Shorter runs of speech frames are blips (clicks, coughs), not speech."""
-    min_pause_ms: int = 450
-    """A pause at least this long ends a speech region."""
-    padding_ms: int = 150
-    """Audio kept before and after speech in each clip (at most half the pause to a neighbour)."""
-    min_duration_s: float = 1.0
-    """Shorter regions are merged with a neighbour or dropped."""
-    max_duration_s: float = 12.0
-    """Longer regions are split at their longest internal pause."""
-    energy_gate_db: float = 15.0
-    """Inside a speech region, frames this far below its loud level count as pause (noise, music beds); 0 = off."""
-    target_lufs: float = -23.0
-    """Integrated loudness of every clip after normalisation."""
-    true_peak_dbfs: float = -1.0
-    """Ceiling for the 4x oversampled peak after normalisation."""
-    fade_ms: int = 10
-    """Fade-in and fade-out of every clip."""
-    block_s: float = 30.0
-    """Audio decoded and resampled per block; memory does not grow with the source."""
-    dnsmos: bool = True
-    """Score every clip with DNSMOS (SIG, BAK, OVRL); off for speed."""
-    speaker: bool = True
-    """Speaker embedding per clip: similarity to the target, two-voice flag; off for speed."""
-    speaker_change_below: float = 0.75
-    """Flag a clip as two voices when its speaker consistency (see voicemill/segment.py) is below this."""
-    workers: int = 0
-    """Sources segmented in parallel; 0 = one per CPU core."""
+    vad_aggressiveness: int = opt(2, "webrtcvad mode, 0 (keeps most) to 3 (keeps least)", ge=0, le=3)
+    frame_ms: int = opt(30, "VAD frame length", "ms", choices=(10, 20, 30))
+    min_speech_ms: int = opt(60, "shorter runs of speech frames are blips (clicks, coughs), not speech", "ms",
+                             ge=0, le=2000)
+    min_pause_ms: int = opt(450, "a pause this long ends a speech region (comma pauses run to ~0.4 s)", "ms",
+                            ge=30, le=10000)
+    energy_gate_db: float = opt(6.0, "frames this close to the local noise floor are pause (noisy sources); "
+                                "0 = off", "dB", ge=0, le=60)
+    padding_ms: int = opt(150, "audio kept around speech (at most half the pause to a neighbour)", "ms",
+                          ge=0, le=2000)
+    min_duration_s: float = opt(1.0, "shorter regions are merged with a neighbour or dropped", "s", gt=0)
+    max_duration_s: float = opt(12.0, "longer regions are split at their longest inner pause", "s", gt=0, le=60)
+    target_lufs: float = opt(-23.0, "integrated loudness of every clip after normalisation", "LUFS",
+                             ge=-70, le=0)
+    true_peak_dbfs: float = opt(-1.0, "ceiling for the 4x oversampled peak after normalisation", "dBFS",
+                                ge=-20, le=0)
+    fade_ms: int = opt(10, "fade-in and fade-out of every clip", "ms", ge=0, le=500)
+    block_s: float = opt(30.0, "audio decoded and resampled per block; memory does not grow with the source",
+                         "s", ge=1, le=3600)
+    dnsmos: bool = opt(True, "DNSMOS SIG/BAK/OVRL per clip; off for speed")
+    speaker: bool = opt(True, "speaker similarity to the target and the two-voice flag per clip; off for speed")
+    speaker_change_below: float = opt(0.75, "flag a clip as two voices when its speaker consistency is below "
+                                      "this", ge=0, le=1)
+    workers: int = opt(0, "sources segmented in parallel; 0 = one per CPU core", ge=0)
+
+    def __post_init__(self):
+        if self.min_duration_s >= self.max_duration_s:
+            raise ParamsError(f"segment.min_duration_s ({self.min_duration_s}) must be smaller than "
+                              f"segment.max_duration_s ({self.max_duration_s})")
 
 
 @dataclass(frozen=True)
 class TranscribeParams:
-    model: str = "tiny.en"
-    """'tiny.en' or 'base' (bundled), a local CTranslate2 dir, or a hub name."""
-    device: str = "auto"
-    """'auto' (CUDA when CTranslate2 sees a GPU, else CPU), 'cpu' or 'cuda'."""
-    compute_type: str = "auto"
-    """'auto' (int8 on CPU, float16 on CUDA) or a CTranslate2 compute type."""
-    beam_size: int = 5
-    batch_size: int = 8
-    """Clips packed into one 30 s Whisper window (1 s of silence apart), and windows decoded as one batch; 0 or 1:
-    one call per clip (see voicemill/asr.py transcribe_clips)."""
-    initial_prompt: str = ""
-    """Text given to Whisper as preceding context in every window (spelling, names, style); empty for none."""
-    cpu_threads: int = 0
-    """CPU threads for CTranslate2; 0 lets it choose."""
-    language: str = ""
-    """'' decodes every clip in common.language; 'auto' detects each clip's language (multilingual models; an
-    English-only model always hears 'en') and decodes in it."""
-    language_mismatch_probability: float = 0.5
-    """Mark language_mismatch when the detected language is not common.language with more than this probability."""
-    fallback_model: str = ""
-    """A second ASR model (same choices as model, e.g. 'base') for low-scored clips; empty: off."""
-    fallback_below: float = -0.5
-    """Clips whose avg_logprob (mean log word probability) is lower, or with no word heard, go to fallback_model."""
-    use_subtitles: bool = True
-    """Take a clip's text from the source's human subtitles in common.language when their cues fit the clip."""
-    subtitle_tolerance_s: float = 0.5
-    """Subtitle timing slack: a cue may start or end this far outside the clip and still count as inside."""
-    subtitle_min_coverage: float = 0.5
-    """The cues inside a clip must cover at least this share of its duration."""
-    max_compression_ratio: float = 2.4
-    """Hallucination flag 'compression' above this gzip ratio of the text (Whisper's own limit)."""
-    max_repeats: int = 2
-    """Flag 'repeat' when a phrase is said more often than this in a row (a single word: one more)."""
-    max_silence_share: float = 0.8
-    """Flag 'silence' on text over a clip with a larger non-speech share (segment's silence_share)."""
-    min_chars_per_s: float = 4.0
-    """Flag 'too_short' below this many spoken characters per second of speech."""
-    max_chars_per_s: float = 30.0
-    """Flag 'too_long' above this many spoken characters per second of speech."""
+    model: str = opt("tiny.en", "'tiny.en' or 'base' (bundled), a local CTranslate2 dir, or a hub name "
+                     "(e.g. large-v3)")
+    device: str = opt("auto", "'auto' (CUDA when CTranslate2 sees a GPU, else CPU), 'cpu' or 'cuda'",
+                      choices=("auto", "cpu", "cuda"))
+    compute_type: str = opt("auto", "'auto' (int8 on CPU, float16 on CUDA) or a CTranslate2 compute type")
+    beam_size: int = opt(5, "beam search width", ge=1, le=20)
+    batch_size: int = opt(8, "clips packed per 30 s Whisper window, and windows per decoder batch; 0 or 1 = "
+                          "one call per clip", ge=0, le=256)
+    initial_prompt: str = opt("", "context text for every window (spelling, names); empty = none")
+    cpu_threads: int = opt(0, "CPU threads for CTranslate2; 0 = let it choose", ge=0)
+    language: str = opt("", "'' = decode in common.language; 'auto' = detect each clip's language "
+                        "(multilingual models)")
+    language_mismatch_probability: float = opt(0.5, "mark language_mismatch when another language is detected "
+                                               "with more than this probability", ge=0, le=1)
+    fallback_model: str = opt("", "a second ASR model (e.g. base) for low-scored clips; empty = off")
+    fallback_below: float = opt(-0.5, "avg_logprob (mean log word probability) below which a clip goes to "
+                                "fallback_model", le=0)
+    use_subtitles: bool = opt(True, "take a clip's text from the source's human subtitles where their cues "
+                              "fit the clip")
+    subtitle_tolerance_s: float = opt(0.5, "cue timing slack at clip edges", "s", ge=0, le=10)
+    subtitle_min_coverage: float = opt(0.5, "share of the clip the cues must cover", ge=0, le=1)
+    max_compression_ratio: float = opt(2.4, "hallucination flag above this gzip ratio of the text "
+                                       "(Whisper's own limit)", gt=0)
+    max_repeats: int = opt(2, "flag a phrase said more often than this in a row (a single word: one more)", ge=1)
+    max_silence_share: float = opt(0.8, "flag text on a clip with a larger non-speech share", ge=0, le=1)
+    min_chars_per_s: float = opt(4.0, "flag fewer spoken characters per second of speech", "chars/s", ge=0)
+    max_chars_per_s: float = opt(30.0, "flag more spoken characters per second of speech", "chars/s", gt=0)
 
 
 @dataclass(frozen=True)
 class BuildDatasetParams:
-    val_share: float = 0.1
-    """Share of clips held out for validation."""
-    min_val_clips: int = 4
-    """At least this many validation clips (when there are enough clips)."""
-    min_duration_s: float = 0.5
-    """Drop clips shorter than this."""
-    max_duration_s: float = 15.0
-    """Drop clips longer than this."""
-    min_words: int = 1
-    """Drop clips whose normalised transcript has fewer words."""
-    max_words: int = 80
-    """Drop clips whose normalised transcript has more words; 0: no limit."""
-    max_clipped_share: float = 0.001
-    """Drop clips with a larger share of samples at full scale (segment's clipped_share)."""
-    min_dnsmos_ovrl: float = 2.5
-    """Drop clips whose DNSMOS OVRL (1-5) is lower; clean speech scores about 3.2-3.4. 0: off."""
-    drop_speaker_change: bool = True
-    """Drop clips in which segment heard two speakers (speaker_change)."""
-    min_speaker_similarity: float = 0.75
-    """Drop clips less similar (cosine, 0-1) to the target speaker; the same voice scores 0.85-0.95. 0: off."""
-    drop_language_mismatch: bool = True
-    """Drop clips whose ASR language is not common.language (transcribe's language_mismatch)."""
-    drop_hallucinations: bool = True
-    """Drop clips whose transcript carries a hallucination flag (transcribe's hallucination)."""
-    min_confidence: float = 0.4
-    """Drop ASR transcripts with a lower confidence (the geometric mean of the word probabilities, see
-    transcribe's `confidence` column). 0: off."""
-    rate_iqr_k: float = 1.5
-    """Drop clips whose characters per second lie outside q1 - k*IQR .. q3 + k*IQR of their source. 0: off.
+    val_share: float = opt(0.1, "share of clips held out for validation", ge=0, lt=1)
+    min_val_clips: int = opt(10, "at least this many validation clips (train.eval_sentences, "
+                             "evaluate.max_utterances)", ge=1)
+    min_duration_s: float = opt(0.5, "drop clips shorter than this", "s", ge=0)
+    max_duration_s: float = opt(15.0, "drop clips longer than this", "s", gt=0)
+    min_words: int = opt(1, "drop clips whose normalised text has fewer words", ge=0)
+    max_words: int = opt(80, "drop clips whose normalised text has more words; 0 = no limit", ge=0)
+    max_clipped_share: float = opt(0.001, "drop clips with a larger share of samples at full scale", ge=0, le=1)
+    min_dnsmos_ovrl: float = opt(2.5, "drop clips with a lower DNSMOS OVRL (clean speech ~3.2-3.4); 0 = off",
+                                 ge=1, le=5, zero_off=True)
+    drop_speaker_change: bool = opt(True, "drop clips in which segment heard two voices")
+    min_speaker_similarity: float = opt(0.75, "drop clips less similar to the target speaker (the same voice "
+                                        "~0.85-0.95); 0 = off", ge=0, le=1)
+    drop_language_mismatch: bool = opt(True, "drop clips whose ASR language is not common.language")
+    drop_hallucinations: bool = opt(True, "drop clips whose transcript carries a hallucination flag")
+    min_confidence: float = opt(0.4, "drop ASR transcripts with a lower confidence (geometric mean of the word "
+                                "probabilities); 0 = off", ge=0, le=1)
+    rate_iqr_k: float = opt(1.5, "drop clips whose characters/s lie outside q1 - k*IQR .. q3 + k*IQR of their "
+                            "source (Tukey); 0 = off", ge=0)
+    rate_min_clips: int = opt(8, "a source needs this many clips for a speaking-rate fence", ge=2)
+    drop_duplicate_texts: bool = opt(True, "keep one clip per text (case and punctuation ignored)")
 
-    Tukey's 1.5 drops about 0.7% of normally spread clips; on the demo it drops the clip whose
-    transcript lost its last words (a text too short for its audio)."""
-    rate_min_clips: int = 8
-    """A source needs this many clips for a speaking-rate fence; smaller ones are not checked."""
-    drop_duplicate_texts: bool = True
-    """Keep one clip per text (case and punctuation ignored): the first by clip id."""
+    def __post_init__(self):
+        if self.min_duration_s >= self.max_duration_s:
+            raise ParamsError(f"build_dataset.min_duration_s ({self.min_duration_s}) must be smaller than "
+                              f"build_dataset.max_duration_s ({self.max_duration_s})")
+
+
+#: train.preset's choices (voicemill/tts/presets.py builds them; a test checks the two agree).
+PRESET_NAMES = ("piper-medium", "piper-low", "piper-high", "tiny", "full")
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    preset: str = "piper-medium"
-    """Model size: 'piper-medium' (Piper's medium voices, 16 M parameters), 'piper-low' (the same at 16 kHz),
-    'piper-high', 'tiny' (tests) or 'full' (coqui's LJSpeech recipe, from scratch on a GPU)."""
-    init_from: str = "joe"
-    """Start from: 'joe' (the bundled Piper voice), a Piper voice's .onnx (its .onnx.json beside it), a voice
-    folder this pipeline trained (or its model.pth); empty trains from scratch (needs many hours)."""
-    epochs: int = 1000
-    """Passes over the training clips (whichever of epochs and max_steps ends first)."""
-    max_steps: int = 0
-    """Stop after this many optimiser steps; 0: no limit."""
-    warmup_steps: int = 60
-    """From a Piper voice: steps in which only the parts it lacks (posterior encoder, discriminator) learn."""
-    batch_size: int = 4
-    lr: float = 0.0002
-    """Learning rate of the parts that start untrained (and of everything from scratch)."""
-    lr_adapt: float = 0.00001
-    """Learning rate of the pretrained parts that adapt to the new voice (train.adapt_parts)."""
-    adapt_parts: list[str] = dataclasses.field(default_factory=lambda: ["flow"])
-    """Pretrained parts that learn after the warm-up: decoder, flow, text_encoder, duration."""
-    adversarial_ramp_steps: int = 50
-    """After the warm-up, the generator's adversarial loss ramps from 0 to full over these steps."""
-    grad_clip: float = 1000.0
-    """Clip each side's gradient norm to this (coqui's VITS recipe: 1000); 0: off."""
-    grad_accumulation: int = 1
-    """Micro-batches of batch_size clips per optimizer step (a bigger effective batch in the same memory)."""
-    precision: str = "fp32"
-    """'fp32', 'bf16' (CUDA GPUs with bfloat16, or CPUs with AVX-512 BF16/AMX) or 'fp16' (CUDA, loss-scaled)."""
-    devices: str | int = "auto"
-    """'auto' (every visible CUDA GPU, data-parallel; else the CPU), 'cpu', a count ('2') or CUDA ids ('0,1')."""
-    checkpoint_every: int = 0
-    """Steps between checkpoints in models/checkpoints (a resumable run; every evaluation is one too); 0: only
-    at the end and at evaluations."""
-    keep_checkpoints: int = 2
-    """Newest checkpoints kept (the best by the listening composite is kept as well)."""
-    eval_every: int = 0
-    """Steps between evaluations (held-out sentences scored by WER, Distill-MOS, similarity; the best is
-    exported, see voicemill/tts/listening.py); 0: none, the last step is exported."""
-    eval_sentences: int = 10
-    """Validation sentences spoken at each evaluation (the first by id, never trained on)."""
-    patience: int = 0
-    """Stop early after this many evaluations without a better composite; 0: never (max_steps/epochs limit)."""
-    num_threads: int = 2
-    """torch CPU threads (shared by the ranks when several CPU processes train)."""
+    preset: str = opt("piper-medium", "model size: Piper's piper-medium/-low/-high, tiny (tests), full "
+                      "(coqui's recipe, from scratch on a GPU)", choices=PRESET_NAMES)
+    init_from: str = opt("joe", "joe (the bundled Piper voice), a Piper voice's .onnx, a voice folder train "
+                         "wrote; empty = from scratch (needs many hours)")
+    epochs: int = opt(1000, "passes over the training clips; whichever of epochs and max_steps ends first",
+                      "epochs", ge=1)
+    max_steps: int = opt(120, "optimiser steps; 0 = no limit. The demo's CPU budget; a GPU run: 5000-20000",
+                         "steps", ge=0)
+    warmup_steps: int = opt(60, "from a Piper voice: steps in which only the parts it lacks (posterior "
+                            "encoder, discriminator) learn", "steps", ge=0)
+    batch_size: int = opt(4, "clips per micro-batch", "clips", ge=1)
+    lr: float = opt(2e-4, "learning rate of the parts that start untrained (everything, from scratch)", gt=0, le=1)
+    lr_adapt: float = opt(1e-5, "learning rate of the pretrained parts that adapt (adapt_parts)", gt=0, le=1)
+    adapt_parts: list[str] = opt(["flow"], "pretrained parts that learn after the warm-up (the decoder costs "
+                                 "naturalness, see README)", choices=("flow", "decoder", "text_encoder", "duration"))
+    adversarial_ramp_steps: int = opt(50, "after the warm-up, the adversarial loss ramps in over these steps",
+                                      "steps", ge=0)
+    grad_clip: float = opt(1000.0, "gradient norm limit per side (coqui's VITS recipe); 0 = off", ge=0)
+    grad_accumulation: int = opt(1, "micro-batches per optimizer step", ge=1, le=1024)
+    precision: str = opt("fp32", "fp32 | bf16 (CUDA, or a CPU with AVX-512 BF16/AMX) | fp16 (CUDA)",
+                         choices=("fp32", "bf16", "fp16"))
+    devices: str | int = opt("auto", "auto (every visible GPU, data-parallel; else CPU) | cpu | a count (2) | "
+                             "CUDA ids ('0,1')")
+    checkpoint_every: int = opt(40, "steps between checkpoints to resume from (every evaluation is one too); "
+                                "0 = only at evaluations and the end. A GPU run: 500-1000", "steps", ge=0)
+    keep_checkpoints: int = opt(1, "newest checkpoints kept, plus the best (piper-medium: 0.74 GB each)", ge=1)
+    eval_every: int = opt(20, "steps between listening evaluations (0 = none; the last step is exported). A GPU "
+                          "run: 500-1000", "steps", ge=0)
+    eval_sentences: int = opt(10, "validation sentences spoken and scored at each evaluation", ge=1)
+    patience: int = opt(3, "evaluations without a better composite before an early stop; 0 = never", ge=0)
+    num_threads: int = opt(2, "torch CPU threads (shared by the ranks when several CPU processes train)", ge=1)
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    asr_model: str = "tiny.en"
-    """ASR model for the round trip; same choices as transcribe.model."""
-    max_utterances: int = 8
-    """Score at most this many validation sentences (fixed, sorted by id)."""
-    num_threads: int = 2
-    fad_backends: list[str] = dataclasses.field(default_factory=lambda: ["resemblyzer", "whisper"])
-    """Embeddings for the Fréchet audio distance: resemblyzer, whisper, clap."""
-    clap_model: str = ""
-    """A transformers CLAP model dir or hub id; empty reports CLAP as unavailable."""
+    asr_model: str = opt("tiny.en", "ASR for the round trip (also used by train's evaluations); same choices "
+                         "as transcribe.model")
+    max_utterances: int = opt(10, "validation sentences scored (the first N by id: a fixed set)", ge=1)
+    num_threads: int = opt(2, "torch CPU threads", ge=1)
+    fad_backends: list[str] = opt(["resemblyzer", "whisper"], "embeddings for the Frechet audio distance "
+                                  "(+ clap when clap_model is set)", choices=("resemblyzer", "whisper", "clap"))
+    clap_model: str = opt("", "transformers CLAP dir or hub id (e.g. laion/clap-htsat-unfused); empty = "
+                          "unavailable")
 
 
 @dataclass(frozen=True)
 class ExportParams:
-    max_abs_diff: float = 0.05
-    """Fail when ONNX and PyTorch outputs differ by more than this (same noise)."""
+    max_abs_diff: float = opt(0.05, "fail when ONNX and PyTorch outputs differ by more than this (noise off)",
+                              gt=0)
 
 
 SECTIONS: dict[str, type] = {
@@ -244,9 +234,25 @@ SECTIONS: dict[str, type] = {
     "export": ExportParams,
 }
 
+#: Params a stage reads besides common and its own section.
+ALSO_READS: dict[str, tuple[str, ...]] = {
+    "segment": ("build_dataset.min_speaker_similarity",),
+    "train": ("evaluate.asr_model",),
+}
+
 
 #: A float in exponent form without a dot ('5e-06'): YAML 1.1 (PyYAML) reads it as a string.
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _type_name(annotation) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(annotation)[0])}"
+    return {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}.get(
+        getattr(annotation, "__name__", str(annotation)), str(annotation))
 
 
 def _check_type(value, annotation, where: str):
@@ -261,43 +267,119 @@ def _check_type(value, annotation, where: str):
                 return _check_type(value, arg, where)
             except ParamsError:
                 pass
-        raise ParamsError(f"{where}: expected {annotation}, got {value!r}")
+        raise ParamsError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
     if origin is list:
         if not isinstance(value, list):
-            raise ParamsError(f"{where}: expected a list, got {value!r}")
+            raise ParamsError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
         (item,) = typing.get_args(annotation)
         return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if annotation is type(None):
-        if value is None:
-            return None
-        raise ParamsError(f"{where}: expected null, got {value!r}")
     if not isinstance(value, annotation) or (annotation is not bool and isinstance(value, bool)):
-        raise ParamsError(f"{where}: expected {annotation.__name__}, got {value!r} ({type(value).__name__})")
+        raise ParamsError(f"{where}: expected {_type_name(annotation)}, got {value!r} ({type(value).__name__})")
+    if annotation is float and not math.isfinite(value):
+        raise ParamsError(f"{where}: expected a finite number, got {value!r}")
     return value
 
 
-def from_dict(cls: type, data: dict | None, where: str):
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ParamsError."""
-    data = data or {}
+def allowed(field: dataclasses.Field) -> str:
+    """What a field allows, in words ('>= 0', '10, 20 or 30', '0 (off) or 1 .. 5'); empty when anything goes."""
+    m = field.metadata
+    if m.get("choices"):
+        names = [str(c) for c in m["choices"]]
+        words = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+        return f"each of {words}" if typing.get_origin(field.type) is list or str(field.type).startswith("list") \
+            else words
+    lo = f">= {m['ge']:g}" if m.get("ge") is not None else f"> {m['gt']:g}" if m.get("gt") is not None else ""
+    hi = f"<= {m['le']:g}" if m.get("le") is not None else f"< {m['lt']:g}" if m.get("lt") is not None else ""
+    if lo and hi:
+        bounds = f"{lo[3:] if lo.startswith('>=') else lo} .. {hi[3:] if hi.startswith('<=') else hi}"
+        bounds = bounds if lo.startswith(">=") and hi.startswith("<=") else f"{lo} and {hi}"
+    else:
+        bounds = lo or hi
+    if m.get("zero_off") and bounds:
+        return f"0 (off) or {bounds}"
+    return bounds
+
+
+def _in_range(value, m: dict) -> bool:
+    if m.get("zero_off") and value == 0:
+        return True
+    return not ((m.get("ge") is not None and value < m["ge"]) or (m.get("gt") is not None and value <= m["gt"])
+                or (m.get("le") is not None and value > m["le"]) or (m.get("lt") is not None and value >= m["lt"]))
+
+
+def _check_value(value, field: dataclasses.Field, where: str):
+    m = field.metadata
+    choices = m.get("choices")
+    items = value if isinstance(value, list) else [value]
+    if choices is not None:
+        bad = [v for v in items if v not in choices]
+        if bad:
+            raise ParamsError(f"{where}: {bad[0]!r} is not allowed; expected {allowed(field)}")
+    numeric = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for v in numeric:
+        if not _in_range(v, m):
+            unit = f" {m['unit']}" if m.get("unit") else ""
+            raise ParamsError(f"{where}: {v!r}{unit} is out of range; expected {allowed(field)}{unit}")
+    return value
+
+
+def _hint(section: str, field: dataclasses.Field) -> str:
+    default = _default(field)
+    return f"add '{field.name}: {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}' " \
+           f"under '{section}:' ({describe(field)})"
+
+
+def _default(field: dataclasses.Field):
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
+def describe(field: dataclasses.Field) -> str:
+    """One line: the doc, the unit and the allowed values."""
+    m = field.metadata
+    extra = "; ".join(x for x in (m.get("unit") and f"unit: {m['unit']}", allowed(field) and
+                                  f"allowed: {allowed(field)}") if x)
+    return f"{m.get('doc', '')}" + (f" [{extra}]" if extra else "")
+
+
+def from_dict(cls: type, data: dict | None, where: str, section: str = "", complete: bool = True):
+    """Build section ``cls`` from ``data``: unknown and (when ``complete``) missing keys, wrong types and
+    values out of range raise ParamsError naming ``where`` and the key."""
+    section = section or next((k for k, v in SECTIONS.items() if v is cls), cls.__name__)
+    data = {} if data is None and not complete else data
     if not isinstance(data, dict):
         raise ParamsError(f"{where}: expected a mapping of keys, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ParamsError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known keys are: {', '.join(sorted(names))}"
+            f"{where}: unknown key(s) {', '.join(unknown)}; known keys are: {', '.join(sorted(fields))}"
         )
-    values = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**values)
+    if complete:
+        missing = [f for name, f in fields.items() if name not in data]
+        if missing:
+            more = f" (and {len(missing) - 1} more: {', '.join(f.name for f in missing[1:])})" if len(missing) > 1 else ""
+            raise ParamsError(f"{where}: {section}.{missing[0].name} is missing{more}; {_hint(section, missing[0])}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for k, v in data.items():
+        key = f"{where}: {section}.{k}"
+        values[k] = _check_value(_check_type(v, hints[k], key), fields[k], key)
+    try:
+        return cls(**values)
+    except ParamsError as e:
+        raise ParamsError(f"{where}: {e}") from None
 
 
 def read_yaml(path: Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ParamsError(f"{path}: is a folder; --params expects a params file such as params.yaml")
     if not path.exists():
         raise ParamsError(f"{path}: params file not found (run from the repository root or pass --params)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not a text file ({e.reason} at byte {e.start}); expected YAML") from None
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
@@ -305,15 +387,25 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
-def load(path: Path, section: str):
-    """Load ``common`` and ``section`` from a params file as dataclasses."""
+def load_all(path: Path) -> dict:
+    """Every section of a params file, checked (see :func:`from_dict`), by name."""
     data = read_yaml(path)
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ParamsError(f"{path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    common = from_dict(CommonParams, data.get("common"), f"{path}: common")
-    own = from_dict(SECTIONS[section], data.get(section), f"{path}: {section}")
-    return common, own
+    out = {}
+    for name, cls in SECTIONS.items():
+        if name not in data:
+            raise ParamsError(f"{path}: the section '{name}:' is missing; every section is required "
+                              f"(the shipped params.yaml has them all with their defaults)")
+        out[name] = from_dict(cls, data[name], str(path), name)
+    return out
+
+
+def load(path: Path, section: str):
+    """``common`` and ``section`` of a params file as checked dataclasses (every section is checked)."""
+    sections = load_all(path)
+    return sections["common"], sections[section]
 
 
 def fill(cls: type, *sections):
@@ -332,8 +424,105 @@ def fill(cls: type, *sections):
     return cls(**values)
 
 
+def defaults_from(*sections: str):
+    """Class decorator for the library's option classes: fields without a default take the param's.
+
+    Put it under ``@dataclass``. A field is looked up in ``sections`` in order
+    (e.g. ``("segment", "common")``); a field found in none must have its own
+    default (an option that is not a param).
+    """
+    def decorate(cls):
+        for name in cls.__dict__.get("__annotations__", {}):
+            if name in cls.__dict__:
+                continue
+            for section in sections:
+                field = {f.name: f for f in dataclasses.fields(SECTIONS[section])}.get(name)
+                if field is not None:
+                    default = _default(field)
+                    setattr(cls, name, dataclasses.field(default_factory=lambda d=tuple(default): list(d))
+                            if isinstance(default, list) else default)
+                    break
+            else:
+                raise TypeError(f"{cls.__name__}.{name}: no default and no param of that name in "
+                                f"{', '.join(sections)}")
+        return cls
+    return decorate
+
+
 def defaults() -> dict:
-    """Every section with its default values, as plain dicts."""
-    return {name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}
+    """Every section with its default values, as plain dicts (what the shipped params.yaml holds)."""
+    return {name: {f.name: _default(f) for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()}
 
 
+def _rows(section: str) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    for f in dataclasses.fields(SECTIONS[section]):
+        default = _default(f)
+        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        rows.append((f"{section}.{f.name}", shown if shown != "''" else '""', f.metadata.get("unit", ""),
+                     allowed(f), f.metadata["doc"]))
+    return rows
+
+
+def help_text(stage: str) -> str:
+    """The params a stage reads, for its ``--help``."""
+    names = ["common", stage] if stage in SECTIONS else ["common"]
+    lines = [f"Params (params.yaml; each is required, checked on load):"]
+    rows = [r for name in names for r in _rows(name)]
+    for extra in ALSO_READS.get(stage, ()):
+        sec = extra.split(".")[0]
+        rows += [r for r in _rows(sec) if r[0] == extra]
+    for key, default, unit, rng, doc in rows:
+        limits = ", ".join(x for x in (unit, rng) if x)
+        lines.append(f"  {key} = {default}" + (f"  ({limits})" if limits else ""))
+        lines.append(f"      {doc}")
+    return "\n".join(lines)
+
+
+TABLE_BEGIN = "<!-- params table: generated by `python -m voicemill.params --readme README.md` -->"
+TABLE_END = "<!-- end of params table -->"
+
+
+def markdown_table() -> str:
+    """Every param as a Markdown table (the README's)."""
+    def cell(s: str) -> str:
+        return s.replace("|", "\\|")
+    out = ["| key | default | unit | allowed | what |", "|---|---|---|---|---|"]
+    for section in SECTIONS:
+        for key, default, unit, rng, doc in _rows(section):
+            out.append(f"| `{key}` | `{cell(default)}` | {cell(unit)} | {cell(rng)} | {cell(doc)} |")
+    return "\n".join(out)
+
+
+def readme_with_table(text: str) -> str:
+    """``text`` with the block between TABLE_BEGIN and TABLE_END replaced by :func:`markdown_table`."""
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        raise ValueError(f"the README has no params table markers ({TABLE_BEGIN} ... {TABLE_END})")
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_BEGIN}\n{markdown_table()}\n{TABLE_END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m voicemill.params", description="The params schema: print it, "
+                                "check a params file, or rewrite the README's params table.")
+    p.add_argument("--readme", help="rewrite the params table in this README")
+    p.add_argument("--check", help="load and check every section of this params file")
+    args = p.parse_args(argv)
+    if args.readme:
+        path = Path(args.readme)
+        path.write_text(readme_with_table(path.read_text()))
+    elif args.check:
+        try:
+            load_all(Path(args.check))
+        except ParamsError as e:
+            print(e, file=sys.stderr)
+            return 1
+        print(f"{args.check}: every section is complete and valid")
+    else:
+        print(markdown_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -43,6 +43,7 @@ embeddings to the clip's own embedding; low means two voices in one clip).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -65,6 +66,7 @@ from scipy.signal import sosfilt
 
 from voicemill import scoring
 from voicemill.audio import AudioError, decode, frame_rms_db, probe, require_ffmpeg, write_wav
+from voicemill.params import defaults_from
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -80,15 +82,16 @@ NAN = float("nan")
 
 
 @dataclass(frozen=True)
+@defaults_from('segment')
 class CutPolicy:
-    vad_aggressiveness: int = 2
-    frame_ms: int = 30
-    min_speech_ms: int = 60
-    min_pause_ms: int = 450
-    padding_ms: int = 150
-    min_duration_s: float = 1.0
-    max_duration_s: float = 12.0
-    energy_gate_db: float = 6.0
+    vad_aggressiveness: int
+    frame_ms: int
+    min_speech_ms: int
+    min_pause_ms: int
+    padding_ms: int
+    min_duration_s: float
+    max_duration_s: float
+    energy_gate_db: float
 
     def __post_init__(self):
         if self.frame_ms not in (10, 20, 30):
@@ -380,6 +383,17 @@ class Scan:
     samples: int  # at the clip rate, in the spill file
 
 
+@contextlib.contextmanager
+def _named(path: Path):
+    """OS errors of plain file writes (a full disk) name the file they were writing."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
 def scan(path: Path, rate: int, policy: CutPolicy, spill: Path, block_s: float = 30.0) -> Scan:
     """Decode ``path`` block by block: VAD at 16 kHz, and the audio at ``rate`` spilled to ``spill``.
 
@@ -397,7 +411,7 @@ def scan(path: Path, rate: int, policy: CutPolicy, spill: Path, block_s: float =
     to_clip, to_vad = stream(rate, "HQ"), stream(VAD_RATE, "LQ")
     vad = VadStream(policy)
     written = 0
-    with open(spill, "wb") as f:
+    with open(spill, "wb") as f, _named(spill):
 
         def push(block: np.ndarray, last: bool) -> None:
             nonlocal written
@@ -613,14 +627,15 @@ def scorers(dnsmos: bool, speaker: bool) -> Scorers:
 
 
 @dataclass(frozen=True)
+@defaults_from('segment')
 class ClipOptions:
-    target_lufs: float = -23.0
-    true_peak_dbfs: float = -1.0
-    fade_ms: int = 10
-    block_s: float = 30.0
-    dnsmos: bool = True
-    speaker: bool = True
-    speaker_change_below: float = 0.75
+    target_lufs: float
+    true_peak_dbfs: float
+    fade_ms: int
+    block_s: float
+    dnsmos: bool
+    speaker: bool
+    speaker_change_below: float
 
 
 @dataclass

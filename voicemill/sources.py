@@ -87,6 +87,9 @@ def parse_time(value, where: str) -> float:
         if m.group(4):
             seconds = float(m.group(4))
         else:
+            if float(m.group(3)) >= 60 or (m.group(1) is not None and int(m.group(2)) >= 60):
+                raise SourcesError(f"{where}: {value!r} is not a time: minutes and seconds run from 00 to 59 "
+                                   f"([HH:]MM:SS, e.g. '1:39' for 99 s)")
             seconds = int(m.group(1) or 0) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
     if seconds < 0:
         raise SourcesError(f"{where}: a time cannot be negative ({value!r})")
@@ -119,9 +122,16 @@ def _infer_kind(raw: str, path: Path | None) -> str:
 def read_sources(path: Path) -> list[Source]:
     """Parse and check a sources file; all problems are reported together, by line."""
     path = Path(path)
+    if path.is_dir():
+        raise SourcesError(f"{path}: is a folder; --sources expects a sources file such as sources.yaml "
+                           f"(a folder of media files goes inside it as '- source: {path}')")
     if not path.exists():
         raise SourcesError(f"{path}: sources file not found; create it (see README, 'Your own sources')")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SourcesError(f"{path}: not a text file ({e.reason} at byte {e.start}); expected a YAML sources "
+                           f"file (see README, 'Your own sources')") from None
     try:
         data = yaml.safe_load(text) or {}
         lines = _entry_lines(text)
@@ -162,7 +172,10 @@ def read_sources(path: Path) -> list[Source]:
 
 
 def _make_source(entry: dict, path: Path, line: int, where: str) -> Source:
-    raw = str(entry["source"]).strip()
+    if not isinstance(entry["source"], str):
+        raise SourcesError(f"{where}: source: expected a string (a path, a URL or demo), got {entry['source']!r} "
+                           f"({type(entry['source']).__name__}); quote it if it is a file name")
+    raw = entry["source"].strip()
     local = None
     if raw != "demo" and not _URL_RE.match(raw):
         local = Path(raw).expanduser()

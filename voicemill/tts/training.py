@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from voicemill.errors import VoicemillError
+from voicemill.params import defaults_from
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -414,33 +415,34 @@ def run_phases(model, data: ClipData, phases: list[Phase], batch_size: int, seed
 # ------------------------------------------------------------------ the stage's entry point
 
 @dataclass(frozen=True)
+@defaults_from('train', 'common', 'evaluate')
 class TrainOptions:
     """The train params (see ``voicemill/params.py`` TrainParams for each one's meaning) and the common ones."""
 
-    preset: str = "piper-medium"
-    init_from: str = "joe"
-    epochs: int = 1000
-    max_steps: int = 0
-    warmup_steps: int = 60
-    batch_size: int = 4
-    lr: float = 2e-4
-    lr_adapt: float = 1e-5
-    adapt_parts: tuple[str, ...] = ("flow",)
-    adversarial_ramp_steps: int = 50
-    grad_clip: float = 1000.0
-    grad_accumulation: int = 1
-    precision: str = "fp32"
-    devices: str = "auto"
-    checkpoint_every: int = 0
-    keep_checkpoints: int = 2
-    eval_every: int = 0
-    eval_sentences: int = 10
-    patience: int = 0
-    num_threads: int = 2
-    asr_model: str = "tiny.en"
-    seed: int = 1234
-    sample_rate_hz: int = 22050
-    language: str = "en"
+    preset: str
+    init_from: str
+    epochs: int
+    max_steps: int
+    warmup_steps: int
+    batch_size: int
+    lr: float
+    lr_adapt: float
+    adapt_parts: tuple[str, ...]
+    adversarial_ramp_steps: int
+    grad_clip: float
+    grad_accumulation: int
+    precision: str
+    devices: str
+    checkpoint_every: int
+    keep_checkpoints: int
+    eval_every: int
+    eval_sentences: int
+    patience: int
+    num_threads: int
+    asr_model: str
+    seed: int
+    sample_rate_hz: int
+    language: str
 
 
 @dataclass
