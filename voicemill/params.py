@@ -186,7 +186,7 @@ class TrainParams:
     lr: float = opt(2e-4, "learning rate of the parts that start untrained (everything, from scratch)", gt=0, le=1)
     lr_adapt: float = opt(1e-5, "learning rate of the pretrained parts that adapt (adapt_parts)", gt=0, le=1)
     adapt_parts: list[str] = opt(["flow"], "pretrained parts that learn after the warm-up (the decoder costs "
-                                 "naturalness, see README)", choices=("flow", "decoder", "text_encoder", "duration"))
+                                 "naturalness, see 'Training a voice')", choices=("flow", "decoder", "text_encoder", "duration"))
     adversarial_ramp_steps: int = opt(50, "after the warm-up, the adversarial loss ramps in over these steps",
                                       "steps", ge=0)
     grad_clip: float = opt(1000.0, "gradient norm limit per side (coqui's VITS recipe); 0 = off", ge=0)
@@ -203,6 +203,12 @@ class TrainParams:
     eval_sentences: int = opt(10, "validation sentences spoken and scored at each evaluation", ge=1)
     patience: int = opt(3, "evaluations without a better composite before an early stop; 0 = never", ge=0)
     num_threads: int = opt(2, "torch CPU threads (shared by the ranks when several CPU processes train)", ge=1)
+
+    def __post_init__(self):
+        devices = str(self.devices).strip()
+        if not re.fullmatch(r"auto|cpu|[1-9]\d*|\d+(\s*,\s*\d+)+", devices):
+            raise ParamsError(f"train.devices: {self.devices!r} is not allowed; expected auto, cpu, a count of GPUs "
+                              f"(2) or CUDA ids ('0,1')")
 
 
 @dataclass(frozen=True)
