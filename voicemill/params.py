@@ -186,7 +186,8 @@ class TrainParams:
     lr: float = opt(2e-4, "learning rate of the parts that start untrained (everything, from scratch)", gt=0, le=1)
     lr_adapt: float = opt(1e-5, "learning rate of the pretrained parts that adapt (adapt_parts)", gt=0, le=1)
     adapt_parts: list[str] = opt(["flow"], "pretrained parts that learn after the warm-up (the decoder costs "
-                                 "naturalness, see 'Training a voice')", choices=("flow", "decoder", "text_encoder", "duration"))
+                                 "naturalness, see 'Training a voice')",
+                                 choices=("flow", "decoder", "text_encoder", "duration"))
     adversarial_ramp_steps: int = opt(50, "after the warm-up, the adversarial loss ramps in over these steps",
                                       "steps", ge=0)
     grad_clip: float = opt(1000.0, "gradient norm limit per side (coqui's VITS recipe); 0 = off", ge=0)
@@ -329,10 +330,13 @@ def _check_value(value, field: dataclasses.Field, where: str):
     return value
 
 
+def _shown(value) -> str:
+    """A value as it is written in params.yaml."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
 def _hint(section: str, field: dataclasses.Field) -> str:
-    default = _default(field)
-    return f"add '{field.name}: {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}' " \
-           f"under '{section}:' ({describe(field)})"
+    return f"add '{field.name}: {_shown(_default(field))}' under '{section}:' ({describe(field)})"
 
 
 def _default(field: dataclasses.Field):
@@ -363,7 +367,8 @@ def from_dict(cls: type, data: dict | None, where: str, section: str = "", compl
     if complete:
         missing = [f for name, f in fields.items() if name not in data]
         if missing:
-            more = f" (and {len(missing) - 1} more: {', '.join(f.name for f in missing[1:])})" if len(missing) > 1 else ""
+            others = ", ".join(f.name for f in missing[1:])
+            more = f" (and {len(missing) - 1} more: {others})" if len(missing) > 1 else ""
             raise ParamsError(f"{where}: {section}.{missing[0].name} is missing{more}; {_hint(section, missing[0])}")
     hints = typing.get_type_hints(cls)
     values = {}
@@ -463,8 +468,7 @@ def defaults() -> dict:
 def _rows(section: str) -> list[tuple[str, str, str, str, str]]:
     rows = []
     for f in dataclasses.fields(SECTIONS[section]):
-        default = _default(f)
-        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        shown = _shown(_default(f))
         rows.append((f"{section}.{f.name}", shown if shown != "''" else '""', f.metadata.get("unit", ""),
                      allowed(f), f.metadata["doc"]))
     return rows
