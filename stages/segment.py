@@ -14,6 +14,9 @@ Writes: <out>/wavs/<clip_id>.wav        16-bit PCM mono at common.sample_rate_hz
             loudness_lufs, peak          integrated loudness and sample peak, before
                                          normalisation
             clipped_share                share of samples at full scale (>= 0.999)
+            peak_pileup                  share of half-cycle peaks within 10% of the
+                                         clip's top: clipping at any level, after any
+                                         codec (clean speech <= 0.005; NaN when short)
             silence_share                share of non-speech VAD frames in the clip
             snr_db                       SNR estimate from frame levels (capped at 60)
             bandwidth_hz                 highest frequency within 50 dB of the peak
@@ -142,6 +145,7 @@ def segment(raw_dir: Path, out_dir: Path, rate: int, opts: params.SegmentParams,
         "dropped_short": sum(r.dropped for r in results),
         "speaker_change_clips": int(clips["speaker_change"].sum()),
         "clipped_clips": int((clips["clipped_share"] > 0.001).sum()),
+        "pileup_clips": int((clips["peak_pileup"] > 0.01).sum()),
         "dnsmos_ovrl_mean": round(float(clips["dnsmos_ovrl"].mean()), 4) if clips["dnsmos_ovrl"].notna().any()
         else None,
     }

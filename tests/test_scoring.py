@@ -72,3 +72,61 @@ def test_validity_flags():
     tone = 0.1 * np.sin(np.arange(rate * 30) / 10).astype(np.float32)
     assert scoring.validity(tone, rate, "hi") == "too_long"
     assert scoring.validity(tone[: rate], rate, "hello there") == ""
+
+
+@pytest.fixture(scope="module")
+def speech(piper_voice):
+    """About 10 s of Piper speech, peak-normalised."""
+    from voicemill.demo import synthesize
+
+    texts = ("The next question is about old radios, and it came in by post.",
+             "My grandfather repaired radios for 40 years, so I know a little about this one.",
+             "Most neighbours are happy, especially when a jar of honey arrives at their door every September.")
+    parts = [synthesize(piper_voice, t) for t in texts]
+    audio = np.concatenate([a for a, _ in parts])
+    return (audio / np.max(np.abs(audio))).astype(np.float32), parts[0][1]
+
+
+def _through(codec: str, audio: np.ndarray, rate: int, folder) -> np.ndarray:
+    """The audio after a round trip through a lossy codec with ffmpeg ('' = none)."""
+    import subprocess
+
+    import soundfile as sf
+
+    if not codec:
+        return audio
+    sf.write(folder / "in.wav", audio, rate, subtype="PCM_16")
+    suffix, bitrate = {"mp3": (".mp3", "128k"), "mp3-64": (".mp3", "64k"), "aac": (".m4a", "96k")}[codec]
+    encoded = folder / f"coded{suffix}"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(folder / "in.wav"), "-b:a", bitrate,
+                    str(encoded)], check=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(encoded), "-ar", str(rate), "-ac", "1",
+                    str(folder / "out.wav")], check=True)
+    return sf.read(folder / "out.wav", dtype="float32")[0]
+
+
+def _windows(audio: np.ndarray, rate: int, seconds: float = 3.0) -> list[np.ndarray]:
+    n = int(seconds * rate)
+    return [audio[i:i + n] for i in range(0, audio.size - n + 1, n)]
+
+
+@pytest.mark.parametrize("codec", ["", "mp3", "mp3-64", "aac"])
+def test_peak_pileup_finds_clipping_turned_down_and_encoded_and_spares_clean_loud_speech(speech, codec, tmp_path,
+                                                                                          measure):
+    from voicemill.audio import peak_pileup
+
+    audio, rate = speech
+    clean = []
+    for level in (0.99, 0.3):  # loud (peaks at full scale, no clipping) and quiet
+        clean += [peak_pileup(w) for w in _windows(_through(codec, audio * level, rate, tmp_path), rate)]
+    clipped = []
+    for gain in (3.0, 4.0):  # clipped 9.5 and 12 dB, then turned down 6 and 10 dB before encoding
+        for down_db in (6, 10):
+            x = np.clip(audio * gain, -1, 1) * 10 ** (-down_db / 20)
+            clipped += [peak_pileup(w) for w in _windows(_through(codec, x.astype(np.float32), rate, tmp_path), rate)]
+    measure("pileup_clean_max", max(clean))
+    measure("pileup_clipped_min", min(clipped))
+    # The stage's default threshold (build_dataset.max_peak_pileup 0.01) with room on both sides.
+    assert max(clean) < 0.006 and min(clipped) > 0.02, (clean, clipped)
+    # Not at full scale any more: the old measure (samples at full scale) sees none of it.
+    assert np.max(np.abs(x)) < 0.999

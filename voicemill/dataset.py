@@ -72,6 +72,7 @@ class DatasetOptions:
     min_words: int
     max_words: int
     max_clipped_share: float
+    max_peak_pileup: float
     min_dnsmos_ovrl: float
     drop_speaker_change: bool
     min_speaker_similarity: float
@@ -166,6 +167,11 @@ def _clipped(df, alive, opts):
                     opts.max_clipped_share, opts.max_clipped_share >= 1, "clips")
 
 
+def _peak_pileup(df, alive, opts):
+    return _numeric(df, alive, "peak_pileup", lambda c: c > opts.max_peak_pileup, "max_peak_pileup",
+                    opts.max_peak_pileup, opts.max_peak_pileup <= 0, "clips")
+
+
 def _low_dnsmos(df, alive, opts):
     return _numeric(df, alive, "dnsmos_ovrl", lambda c: c < opts.min_dnsmos_ovrl, "min_dnsmos_ovrl",
                     opts.min_dnsmos_ovrl, opts.min_dnsmos_ovrl <= 0, "clips")
@@ -254,6 +260,8 @@ FILTERS: tuple[Filter, ...] = (
     Filter("too_many_words", ("max_words",), "more words than max_words (0: no limit)", _too_many_words),
     Filter("clipped", ("max_clipped_share",), "share of samples at full scale above max_clipped_share",
            _clipped),
+    Filter("peak_pileup", ("max_peak_pileup",), "peaks piled up below full scale above max_peak_pileup (clipped, "
+           "then turned down or lossily encoded)", _peak_pileup),
     Filter("low_dnsmos", ("min_dnsmos_ovrl",), "DNSMOS OVRL below min_dnsmos_ovrl (noise, distortion)",
            _low_dnsmos),
     Filter("speaker_change", ("drop_speaker_change",), "two speakers inside the clip", _speaker_change),

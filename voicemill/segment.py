@@ -31,7 +31,9 @@ vectorised) under a true-peak ceiling (4x oversampled peak at
 ``true_peak_dbfs``), gets ``fade_ms`` fades, and is written as 16-bit PCM.
 
 Measures per clip (before normalisation unless noted): integrated loudness,
-sample peak, share of clipped samples (at full scale), share of non-speech
+sample peak, share of clipped samples (at full scale), the peak pile-up that
+clipping leaves at any level, also after lossy encoding
+(:func:`voicemill.audio.peak_pileup`), share of non-speech
 VAD frames, an SNR estimate from frame levels (the loud half over the
 quietest tenth), the effective bandwidth (highest frequency within 50 dB of
 the spectrum's peak), DNSMOS SIG/BAK/OVRL of the normalised clip (speechmos),
@@ -65,7 +67,7 @@ from scipy.ndimage import percentile_filter
 from scipy.signal import sosfilt
 
 from voicemill import scoring
-from voicemill.audio import AudioError, decode, frame_rms_db, probe, require_ffmpeg, write_wav
+from voicemill.audio import AudioError, decode, frame_rms_db, peak_pileup, probe, require_ffmpeg, write_wav
 from voicemill.params import defaults_from
 
 _LOGGER = logging.getLogger(__name__)
@@ -543,6 +545,7 @@ def measure(clip: np.ndarray, rate: int, meter: LoudnessMeter) -> dict:
         "loudness_lufs": loudness if np.isfinite(loudness) else -70.0,
         "peak": float(np.max(level)) if clip.size else 0.0,
         "clipped_share": float(np.mean(level >= CLIP_LEVEL)) if clip.size else 0.0,
+        "peak_pileup": peak_pileup(clip),
     }
 
 
