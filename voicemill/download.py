@@ -42,12 +42,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from voicemill.audio import AudioError, probe, require_ffmpeg
-from voicemill.fsutil import atomic_path, is_fatal, raise_fatal_os_error, sha256_file, write_json
 from voicemill import manifest
+from voicemill.audio import AudioError, probe, require_ffmpeg
 from voicemill.errors import VoicemillError
-from voicemill.sources import Source, SourcesError
+from voicemill.fsutil import atomic_path, is_fatal, raise_fatal_os_error, sha256_file, write_json
 from voicemill.params import defaults_from
+from voicemill.sources import Source, SourcesError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -247,14 +247,17 @@ def fetch_files(src: Source, out_dir: Path, previous: Previous, failures: list) 
                 _LOGGER.info("fetched %s from %s", source_id, path)
             rows.append(kept)
         except (AudioError, OSError) as e:
-            if is_fatal(e):
-                raise
             rows.extend(_keep_previous(previous, str(path), src, e, failures))
     return rows
 
 
 def _keep_previous(previous: Previous, origin: str, src: Source, error: Exception, failures: list) -> list[dict]:
-    """Report a failed item; what its origin brought in the last run stays (a bad new entry loses nothing)."""
+    """Report a failed item; what its origin brought in the last run stays (a bad new entry loses nothing).
+
+    A full or read-only disk is no item's fault: it is raised again and stops the run.
+    """
+    if is_fatal(error):
+        raise error
     kept = previous.of_origin(origin)
     _LOGGER.warning("skipped %s (line %d): %s%s", origin, src.line, error,
                     f"; its {len(kept)} item(s) from the last run are kept" if kept else "")
@@ -384,8 +387,6 @@ def fetch_urls(src: Source, out_dir: Path, opts: FetchOptions, previous: Previou
             rows.append(fetch_video(url, src, out_dir, opts, playlist))
             _LOGGER.info("fetched %s from %s", source_id, url)
         except (ItemError, AudioError, OSError) as e:
-            if is_fatal(e):
-                raise
             rows.extend(_keep_previous(previous, url, src, e, failures))
     return rows
 
@@ -422,10 +423,7 @@ def fetch_parquet(src: Source, out_dir: Path, previous: Previous, failures: list
                 try:
                     rows.append(_parquet_row(record, path, row_no, source_id, fingerprint, src, out_dir))
                 except (AudioError, ItemError, OSError) as e:
-                    if is_fatal(e):
-                        raise
-                    _LOGGER.warning("skipped %s row %d (line %d): %s", path.name, row_no, src.line, e)
-                    failures.append({"line": src.line, "origin": f"{path}#row={row_no}", "reason": str(e)})
+                    rows.extend(_keep_previous(previous, f"{path}#row={row_no}", src, e, failures))
     return rows
 
 
@@ -487,8 +485,6 @@ def download(sources: list[Source], out_dir: Path, opts: FetchOptions) -> tuple[
                 else:
                     raise SourcesError(f"line {src.line}: unknown source kind {src.kind!r}")
             except (AudioError, ItemError, SourcesError, OSError) as e:
-                if is_fatal(e):
-                    raise
                 # The entry failed as a whole (a playlist that could not be listed again, an unreadable
                 # Parquet file): what it brought before stays, so a network hiccup never deletes data.
                 rows.extend(_keep_previous(previous, src.origin, src, e, failures))

@@ -16,7 +16,6 @@ import math
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -141,7 +140,7 @@ def raise_fatal_os_error(tool_stderr: str, path: Path) -> None:
             raise OSError(code, os.strerror(code), str(path))
 
 
-def sweep_stale(*outputs: Path, older_than_s: float = 0.0) -> int:
+def sweep_stale(*outputs: Path) -> int:
     """Delete what interrupted runs left behind for these outputs; returns how many were removed.
 
     :func:`atomic_path` and :func:`atomic_dir` make ``.tmp-<name>-*`` next to
@@ -150,7 +149,6 @@ def sweep_stale(*outputs: Path, older_than_s: float = 0.0) -> int:
     (DVC runs one stage at a time in a workspace).
     """
     removed = 0
-    now = time.time()
     for out in map(Path, outputs):
         candidates = []
         if out.parent.is_dir():
@@ -161,10 +159,31 @@ def sweep_stale(*outputs: Path, older_than_s: float = 0.0) -> int:
             candidates += list(out.glob(".tmp-*"))
         for path in set(candidates):
             try:
-                if now - path.lstat().st_mtime < older_than_s:
-                    continue
                 shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
                 removed += 1
             except FileNotFoundError:
                 pass
     return removed
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """OS errors of plain writes to ``path`` that name no file (a full disk) name it."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
+def read_text_file(path: Path, error: type[Exception], hint: str) -> str:
+    """A UTF-8 text file; a folder or binary content raise ``error`` naming the path, then ``hint`` (what
+    belongs there)."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a folder; {hint}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not a text file ({e.reason} at byte {e.start}); {hint}") from None

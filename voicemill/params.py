@@ -34,6 +34,7 @@ from pathlib import Path
 
 import yaml
 from voicemill.errors import VoicemillError
+from voicemill.fsutil import read_text_file
 
 
 class ParamsError(VoicemillError, ValueError):
@@ -386,14 +387,11 @@ def from_dict(cls: type, data: dict | None, where: str, section: str = "", compl
 
 def read_yaml(path: Path) -> dict:
     path = Path(path)
-    if path.is_dir():
-        raise ParamsError(f"{path}: is a folder; --params expects a params file such as params.yaml")
     if not path.exists():
         raise ParamsError(f"{path}: params file not found (run from the repository root or pass --params)")
+    text = read_text_file(path, ParamsError, "--params expects a params file such as params.yaml")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as e:
-        raise ParamsError(f"{path}: not a text file ({e.reason} at byte {e.start}); expected YAML") from None
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
@@ -445,12 +443,14 @@ def defaults_from(*sections: str):
     (e.g. ``("segment", "common")``); a field found in none must have its own
     default (an option that is not a param).
     """
+    fields = [{f.name: f for f in dataclasses.fields(SECTIONS[section])} for section in sections]
+
     def decorate(cls):
         for name in cls.__dict__.get("__annotations__", {}):
             if name in cls.__dict__:
                 continue
-            for section in sections:
-                field = {f.name: f for f in dataclasses.fields(SECTIONS[section])}.get(name)
+            for declared in fields:
+                field = declared.get(name)
                 if field is not None:
                     default = _default(field)
                     setattr(cls, name, dataclasses.field(default_factory=lambda d=tuple(default): list(d))

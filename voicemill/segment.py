@@ -45,7 +45,6 @@ embeddings to the clip's own embedding; low means two voices in one clip).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -68,6 +67,7 @@ from scipy.signal import sosfilt
 
 from voicemill import scoring
 from voicemill.audio import AudioError, decode, frame_rms_db, peak_pileup, probe, require_ffmpeg, write_wav
+from voicemill.fsutil import naming
 from voicemill.params import defaults_from
 
 _LOGGER = logging.getLogger(__name__)
@@ -385,17 +385,6 @@ class Scan:
     samples: int  # at the clip rate, in the spill file
 
 
-@contextlib.contextmanager
-def _named(path: Path):
-    """OS errors of plain file writes (a full disk) name the file they were writing."""
-    try:
-        yield
-    except OSError as e:
-        if e.filename is None:
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
-
-
 def scan(path: Path, rate: int, policy: CutPolicy, spill: Path, block_s: float = 30.0) -> Scan:
     """Decode ``path`` block by block: VAD at 16 kHz, and the audio at ``rate`` spilled to ``spill``.
 
@@ -413,7 +402,7 @@ def scan(path: Path, rate: int, policy: CutPolicy, spill: Path, block_s: float =
     to_clip, to_vad = stream(rate, "HQ"), stream(VAD_RATE, "LQ")
     vad = VadStream(policy)
     written = 0
-    with open(spill, "wb") as f, _named(spill):
+    with open(spill, "wb") as f, naming(spill):
 
         def push(block: np.ndarray, last: bool) -> None:
             nonlocal written

@@ -38,6 +38,7 @@ from urllib.parse import urlparse
 import yaml
 
 from voicemill.errors import VoicemillError
+from voicemill.fsutil import read_text_file
 
 KINDS = ("demo", "file", "url", "parquet")
 FIELDS = {"source", "kind", "title", "speaker", "language", "license", "start", "end", "subtitles", "role"}
@@ -122,16 +123,10 @@ def _infer_kind(raw: str, path: Path | None) -> str:
 def read_sources(path: Path) -> list[Source]:
     """Parse and check a sources file; all problems are reported together, by line."""
     path = Path(path)
-    if path.is_dir():
-        raise SourcesError(f"{path}: is a folder; --sources expects a sources file such as sources.yaml "
-                           f"(a folder of media files goes inside it as '- source: {path}')")
     if not path.exists():
         raise SourcesError(f"{path}: sources file not found; create it (see README, 'Your own sources')")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise SourcesError(f"{path}: not a text file ({e.reason} at byte {e.start}); expected a YAML sources "
-                           f"file (see README, 'Your own sources')") from None
+    text = read_text_file(path, SourcesError, "--sources expects a sources file such as sources.yaml (see "
+                          f"README, 'Your own sources'; a folder of media files goes inside it as '- source: {path}')")
     try:
         data = yaml.safe_load(text) or {}
         lines = _entry_lines(text)
