@@ -118,12 +118,12 @@ def test_peak_pileup_finds_clipping_turned_down_and_encoded_and_spares_clean_lou
     audio, rate = speech
     clean = []
     for level in (0.99, 0.3):  # loud (peaks at full scale, no clipping) and quiet
-        clean += [peak_pileup(w) for w in _windows(_through(codec, audio * level, rate, tmp_path), rate)]
+        clean += [peak_pileup(w, rate) for w in _windows(_through(codec, audio * level, rate, tmp_path), rate)]
     clipped = []
     for gain in (3.0, 4.0):  # clipped 9.5 and 12 dB, then turned down 6 and 10 dB before encoding
         for down_db in (6, 10):
             x = np.clip(audio * gain, -1, 1) * 10 ** (-down_db / 20)
-            clipped += [peak_pileup(w) for w in _windows(_through(codec, x.astype(np.float32), rate, tmp_path), rate)]
+            clipped += [peak_pileup(w, rate) for w in _windows(_through(codec, x.astype(np.float32), rate, tmp_path), rate)]
     measure("pileup_clean_max", max(clean))
     measure("pileup_clipped_min", min(clipped))
     # The stage's default threshold (build_dataset.max_peak_pileup 0.01) with room on both sides.

@@ -47,7 +47,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from voicemill import manifest
+from voicemill import manifest, truth
 from voicemill.errors import VoicemillError
 from voicemill.fsutil import atomic_path, sha256_file
 from voicemill.textnorm import for_scoring, normalize, spoken_chars
@@ -498,5 +498,8 @@ def build_dataset(clips: pd.DataFrame, clips_dir: Path, transcripts: pd.DataFram
         "chars_per_s_median": round(float(kept["chars_per_s"].median()), 3),
         "fingerprint": fingerprint(kept, out_dir),
     }
+    truths = truth.load_truths(clips_dir)
+    if truths:
+        summary["truth"] = truth.clip_labels(truths, kept, opts.language)
     card.write_card(out_dir, df, summary, statuses, opts, sources)
     return BuildResult(summary, df, statuses)

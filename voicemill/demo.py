@@ -14,17 +14,24 @@ turns with the host, a stretch runs under background noise at 15 dB SNR,
 another under a music-like bed of chords, one passage is overdriven and
 clipped, and a 6-second silence sits in the middle (a dropped phone line).
 
+The fifth episode is a podcast as it reaches us from the web: a music intro
+under the first lines, a guest answering within 0.15 to 0.3 s, an overdriven
+passage turned down 8 dB (clipping that no longer reaches full scale), and the
+whole episode through a 64 kbit/s MP3 and back.
+
 Writes, per episode ``<name>``:
     <name>.wav          mono 16-bit PCM at the voice's rate (22050 Hz)
     <name>.truth.json   {"episode", "title", "sample_rate", "duration_s",
                          "target_speaker", "events": [{"kind", "start_s", "end_s"}],
                          "sentences": [{"index", "text", "speaker", "start_s", "end_s",
                                         "impairments": [...],
-                                        "words": [{"ipa", "start_s", "end_s"}]}]}
+                                        "words": [{"ipa", "text", "start_s", "end_s"}]}]}
 and a reference recording of the target speaker (other sentences), used to
 score speaker similarity: ``reference.wav``.
 
-Times are seconds in the episode; a word's span runs from its first to its last
+A word's "text" is the written words it says (see :func:`word_texts`; "" for
+a spoken word that belongs to the previous one's text, e.g. the five spoken
+words of "$4.75"). Times are seconds in the episode; a word's span runs from its first to its last
 phoneme, so a cut inside (start_s, end_s) cuts the word. The text is original
 and exercises the text normaliser: numbers, years, money, percentages, times
 and abbreviations.
@@ -37,6 +44,9 @@ import json
 import logging
 import os
 import random
+import re
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +65,7 @@ PAUSE_RANGE_S = (0.2, 1.5)
 #: Silence at the start and end of every episode, seconds.
 EDGE_SILENCE_S = 0.6
 #: Changes to how episodes are made; part of every demo item's fingerprint.
-DEMO_VERSION = "2"
+DEMO_VERSION = "3"
 #: Portability checks only (``scripts/portability.py``): when set, e.g. to
 #: ``-90``, every synthesized sentence gets a seeded TPDF dither this many dB
 #: below full scale. ONNX Runtime picks its kernels by instruction set and has
@@ -71,10 +81,15 @@ GUEST = "guest"
 #: faster by it: the same speed, pitch and formants up by 30 %.
 GUEST_SHIFT = 1.3
 #: Impairments a line can carry, applied over the span of consecutive lines.
-IMPAIRMENTS = ("noise", "music", "clipped")
+IMPAIRMENTS = ("noise", "music", "clipped", "clipped_quiet")
 NOISE_SNR_DB = 15.0
 MUSIC_BELOW_SPEECH_DB = 12.0
 CLIP_GAIN = 4.0
+#: "clipped_quiet": clipped like "clipped", then turned down this far, as a
+#: loudness-normalised upload of an overdriven recording is.
+CLIPPED_QUIET_DB = -8.0
+#: A pause before a line longer than this is recorded as a "long_silence" event.
+LONG_SILENCE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -89,16 +104,22 @@ class Line:
 
 @dataclass(frozen=True)
 class Episode:
+    """An episode's lines; ``lead_in_s`` of silence (or music) before the first,
+    and ``encoding`` (e.g. ``mp3:64k``): the episode ships as that lossy file."""
+
     name: str
     title: str
     sentences: tuple[str | Line, ...]
+    lead_in_s: float = 0.6
+    encoding: str = ""
 
     @property
     def lines(self) -> tuple[Line, ...]:
         return tuple(s if isinstance(s, Line) else Line(s) for s in self.sentences)
 
     def fingerprint_parts(self) -> tuple[str, ...]:
-        return tuple(f"{x.speaker}|{','.join(x.impairments)}|{x.pause_before_s}|{x.text}" for x in self.lines)
+        return (f"{self.lead_in_s}|{self.encoding}",) + tuple(
+            f"{x.speaker}|{','.join(x.impairments)}|{x.pause_before_s}|{x.text}" for x in self.lines)
 
 
 EPISODES: tuple[Episode, ...] = (
@@ -195,6 +216,39 @@ EPISODES: tuple[Episode, ...] = (
             Line("My grandfather repaired radios for 40 years, so I know a little about this one.", GUEST),
             Line("The valves glow orange when they warm up, and the sound is soft and round.", GUEST),
             Line("That is all the time we have today, thank you for listening."),
+        ),
+    ),
+    # A podcast as it reaches us from the web: a music intro under the first
+    # lines, quick turns (down to 0.15 s), an overdriven passage turned down
+    # before encoding, and the whole episode through a 64 kbit/s MP3. Numbers
+    # are written as words, so every word's text is known (see write_episode).
+    Episode(
+        name="ep05_kitchen_table",
+        title="The kitchen table (a conversation)",
+        lead_in_s=3.0,
+        encoding="mp3:64k",
+        sentences=(
+            Line("Welcome to the kitchen table, the show about food you can make at home.", HOST, ("music",)),
+            Line("My guest today bakes bread in a tiny flat with a very old oven.", HOST, ("music",)),
+            Line("Thanks, I am happy to be here, and my oven is even older than you think.", GUEST, (), 0.3),
+            Line("So tell me, where does a beginner start?", HOST, (), 0.15),
+            Line("Start with flour, salt, yeast, and three hundred and fifty grams of water.", GUEST, (), 0.2),
+            Line("That sounds simple enough, even for me.", HOST, (), 0.25),
+            Line("How long do you knead the dough before it rests for the first time?", HOST),
+            Line("About ten minutes by hand, or until it feels smooth and springs back when you press it.",
+                 GUEST, (), 0.15),
+            Line("And a tray of boiling water goes into the oven with the bread, because the steam "
+                 "keeps the crust soft while the loaf rises.", HOST, (), 0.2),
+            Line("Exactly, that is the trick most people forget.", GUEST, (), 0.3),
+            Line("What about the temperature?", HOST, (), 0.2),
+            Line("Two hundred and thirty degrees for twenty minutes, then a little lower.", GUEST, (), 0.25),
+            Line("Which still feels cheaper than a bakery, if you count every loaf you make in a month.",
+                 HOST, ("clipped_quiet",), 0.4),
+            Line("Before the break, you told me about your very first loaf.", HOST),
+            Line("It was as flat as a plate, and only the birds in the garden would eat it.", GUEST, (), 0.15),
+            Line("We have all been there, I think.", HOST, (), 0.2),
+            Line("Thank you for joining us at the kitchen table, and happy baking to everyone listening.", HOST),
+            Line("Thank you, it was a pleasure.", GUEST, (), 0.3),
         ),
     ),
 )
@@ -316,7 +370,8 @@ def _spans(sentences: list[dict], kind: str, rate: int, margin_s: float = 0.3) -
             if spans and last == s["index"] - 1:
                 spans[-1][1] = hi
             else:
-                spans.append([lo, hi])
+                # An impairment on the first line starts with the episode (a music intro).
+                spans.append([0 if s["index"] == 0 else lo, hi])
             last = s["index"]
     return [(max(0, lo), hi) for lo, hi in spans]
 
@@ -361,8 +416,10 @@ def _impair(samples: np.ndarray, sentences: list[dict], rate: int, rng: np.rando
             elif kind == "music":
                 bed = _chords(hi - lo, rate, rng)
                 part = part + bed * speech_rms / np.sqrt(np.mean(bed**2)) * 10 ** (-MUSIC_BELOW_SPEECH_DB / 20)
-            elif kind == "clipped":
+            elif kind in ("clipped", "clipped_quiet"):
                 part = np.clip(part * CLIP_GAIN / max(1e-6, np.max(np.abs(part))), -1.0, 1.0)
+                if kind == "clipped_quiet":
+                    part *= 10 ** (CLIPPED_QUIET_DB / 20)
             samples[lo:hi] = part.astype(np.float32)
             events.append({"kind": kind, "start_s": round(lo / rate, 4), "end_s": round(hi / rate, 4)})
     return events
@@ -385,31 +442,37 @@ def write_episode(voice, episode: Episode, out_dir: Path, seed: int) -> dict:
         pieces.append(samples)
         position += len(samples)
 
-    add(np.zeros(int(EDGE_SILENCE_S * rate), dtype=np.float32))
+    add(np.zeros(int(episode.lead_in_s * rate), dtype=np.float32))
     for index, line in enumerate(episode.lines):
         if index:
             pause = rng.uniform(*PAUSE_RANGE_S)
             if line.pause_before_s is not None:
                 pause = line.pause_before_s
+            if pause >= LONG_SILENCE_S:
                 events.append({"kind": "long_silence", "start_s": round(position / rate, 4),
                                "end_s": round((position + int(pause * rate)) / rate, 4)})
             add(np.zeros(int(pause * rate), dtype=np.float32))
         audio, rate, words = speak(voice, line)
         start = position
         add(audio)
+        texts = word_texts(voice, line.text, [ipa for ipa, _, _ in words])
         sentences.append({
             "index": index, "text": line.text, "speaker": line.speaker,
             "start_s": round(start / rate, 4), "end_s": round(position / rate, 4),
             "impairments": list(line.impairments),
-            "words": [{"ipa": ipa, "start_s": round((start + s) / rate, 4), "end_s": round((start + e) / rate, 4)}
-                      for ipa, s, e in words],
+            "words": [{"ipa": ipa, **({"text": texts[k]} if texts else {}),
+                       "start_s": round((start + s) / rate, 4), "end_s": round((start + e) / rate, 4)}
+                      for k, (ipa, s, e) in enumerate(words)],
         })
     add(np.zeros(int(EDGE_SILENCE_S * rate), dtype=np.float32))
     samples = np.concatenate(pieces)
     events += _impair(samples, sentences, rate, np.random.default_rng(rng.randrange(2**32)))
 
-    wav_path = out_dir / f"{episode.name}.wav"
-    write_wav(wav_path, samples, rate)
+    if episode.encoding:
+        samples = lossy_round_trip(samples, rate, episode.encoding, out_dir)
+        events.append({"kind": f"encoded:{episode.encoding}", "start_s": 0.0,
+                       "end_s": round(len(samples) / rate, 4)})
+    write_wav(out_dir / f"{episode.name}.wav", samples, rate)
     truth = {
         "episode": episode.name,
         "title": episode.title,
@@ -422,6 +485,105 @@ def write_episode(voice, episode: Episode, out_dir: Path, seed: int) -> dict:
     with atomic_path(out_dir / f"{episode.name}.truth.json") as tmp:
         tmp.write_text(json.dumps(truth, indent=1) + "\n")
     return truth
+
+
+#: Marks that espeak writes but that do not tell phonemes apart (stress, length, palatal glides, pauses).
+_NOT_PHONES = str.maketrans("", "", "ˈˌːʲ.,;:!?\"'()- ")
+
+
+def _distance(a: str, b: str) -> float:
+    """Levenshtein distance of two phoneme strings over the longer length (0 same, 1 nothing alike)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1] / max(1, len(a), len(b))
+
+
+def word_texts(voice, text: str, spoken: list[str], max_cost: float = 0.4) -> list[str]:
+    """The written words of a line laid on its spoken words: one string per spoken word; [] when unsure.
+
+    Piper's alignments give each spoken word a time but not its spelling,
+    and the two do not line up one to one: espeak runs short words together
+    ("to be" is one spoken word) and reads "$4.75" as five. Each written word
+    is phonemized alone, and a dynamic programme groups written words onto
+    spoken ones (several written onto one, or one onto several) so that the
+    phonemes agree best. A group's text goes on its first spoken word, the
+    others get "". When the phonemes disagree by more than ``max_cost`` per
+    spoken word on average, the line gets [] (no word texts).
+    """
+    written = [w for w in text.split() if w.translate(_NOT_PHONES)]
+    if not written or not spoken:
+        return []
+    # "a" alone is read in its strong form; in a sentence espeak says the weak one.
+    wp = ["ɐ" if w.lower() == "a" else "".join(c for sentence in voice.phonemize(w) for c in sentence)
+          .translate(_NOT_PHONES) for w in written]
+    sp = [w.translate(_NOT_PHONES) for w in spoken]
+    n, m = len(written), len(sp)
+    cost = np.full((n + 1, m + 1), np.inf)
+    cost[0, 0] = 0.0
+    step: dict[tuple[int, int], tuple[int, int]] = {}
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            for a, b in [(a, 1) for a in range(1, min(4, i) + 1)] + [(1, b) for b in range(2, min(6, j) + 1)]:
+                if np.isfinite(cost[i - a, j - b]):
+                    c = cost[i - a, j - b] + _distance("".join(wp[i - a:i]), "".join(sp[j - b:j]))
+                    if c < cost[i, j]:
+                        cost[i, j], step[i, j] = c, (a, b)
+    if not np.isfinite(cost[n, m]) or cost[n, m] / m > max_cost:
+        return []
+    out = [""] * m
+    i, j = n, m
+    while i:
+        a, b = step[i, j]
+        # Trailing commas and quotes go; periods stay on abbreviations ("Dr."), not on the line's end.
+        out[j - b] = " ".join(w.strip(",;:!?\"()") for w in written[i - a:i])
+        if i == n:
+            out[j - b] = out[j - b].rstrip(".")
+        i, j = i - a, j - b
+    return out
+
+
+def lossy_round_trip(samples: np.ndarray, rate: int, encoding: str, tmp_dir: Path) -> np.ndarray:
+    """``samples`` encoded with a lossy codec (``mp3:64k``, ``aac:96k``) and decoded again, as download
+    turns a fetched MP3 into the WAV it keeps.
+
+    The result plays in time with the truth: the codec's start delay is gone
+    (ffmpeg honours LAME's gapless header and the AAC edit list), which is
+    checked by aligning a loud second with the original.
+    """
+    from voicemill.audio import decode, require_ffmpeg
+
+    codec, _, bitrate = encoding.partition(":")
+    formats = {"mp3": ("mp3", "libmp3lame", "mp3"), "aac": ("m4a", "aac", "ipod")}
+    if codec not in formats or not bitrate:
+        raise ValueError(f"demo encoding {encoding!r}: expected mp3:<bitrate> or aac:<bitrate>, e.g. mp3:64k")
+    suffix, encoder, muxer = formats[codec]
+    with tempfile.TemporaryDirectory(dir=tmp_dir, prefix=".tmp-encode-") as tmp:
+        wav, lossy = Path(tmp) / "in.wav", Path(tmp) / f"out.{suffix}"
+        write_wav(wav, samples, rate)
+        subprocess.run([require_ffmpeg(), "-nostdin", "-v", "error", "-y", "-i", str(wav), "-c:a", encoder,
+                        "-b:a", bitrate, "-f", muxer, str(lossy)], check=True, capture_output=True)
+        back = decode(lossy, rate)
+    lag = _lag(samples, back, rate)
+    if abs(lag) > rate // 1000:
+        raise VoicemillError(f"demo encoding {encoding}: the decoded audio is {lag} samples off; the truth would be off")
+    out = np.zeros_like(samples)
+    out[: min(len(out), len(back))] = back[: len(out)]
+    return out
+
+
+def _lag(a: np.ndarray, b: np.ndarray, rate: int) -> int:
+    """Samples by which ``b`` lags ``a``, by cross-correlating a loud stretch (+-50 ms)."""
+    loud = int(np.argmax(np.abs(a)))
+    lo, hi = max(0, loud - rate // 2), min(len(a), len(b), loud + rate // 2)
+    span = rate // 20
+    x = a[lo:hi].astype(np.float64)
+    best = max(range(-span, span + 1),
+               key=lambda k: float(np.dot(x[span:-span], b[lo + span + k:hi - span + k].astype(np.float64)))
+               if lo + span + k >= 0 and hi - span + k <= len(b) else -np.inf)
+    return best
 
 
 def write_reference(voice, path: Path) -> float:

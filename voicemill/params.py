@@ -83,6 +83,10 @@ class SegmentParams:
                             ge=30, le=10000)
     energy_gate_db: float = opt(6.0, "frames this close to the local noise floor are pause (noisy sources); "
                                 "0 = off", "dB", ge=0, le=60)
+    turn_pause_ms: int = opt(120, "inside a region, a pause this long where the voice changes is a cut "
+                             "(a guest answering quickly); needs segment.speaker; 0 = off", "ms", ge=0, le=10000)
+    turn_change_below: float = opt(0.62, "the voice changes at a pause when the speaker embeddings of the "
+                                   "speech either side are less alike (cosine) than this", ge=0, le=1)
     padding_ms: int = opt(150, "audio kept around speech (at most half the pause to a neighbour)", "ms",
                           ge=0, le=2000)
     min_duration_s: float = opt(1.0, "shorter regions are merged with a neighbour or dropped", "s", gt=0)

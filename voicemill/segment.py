@@ -52,7 +52,7 @@ import queue
 import subprocess
 import threading
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +77,10 @@ CLIP_LEVEL = 0.999
 SNR_CAP_DB = 60.0
 BANDWIDTH_RANGE_DB = 50.0
 FLOOR_WINDOW_S = 3.0
+SILENCE_RANGE_DB = 70.0
+BED_WINDOW_S = 0.6
+BED_STD_DB = 3.0
+BED_MIN_S = 1.0
 CLIP_THREADS = 2
 TRUE_PEAK_PAD = 128  # samples around the loud stretches that true_peak oversamples
 TRUE_PEAK_MARGIN = 10 ** (-3.0 / 20)  # inter-sample peaks exceed sample peaks by less
@@ -94,6 +98,8 @@ class CutPolicy:
     min_duration_s: float
     max_duration_s: float
     energy_gate_db: float
+    turn_pause_ms: int
+    turn_change_below: float
 
     def __post_init__(self):
         if self.frame_ms not in (10, 20, 30):
@@ -160,7 +166,8 @@ def gate_by_level(flags: np.ndarray, energy_db: np.ndarray, policy: CutPolicy) -
     webrtcvad keeps flagging speech through the pauses of a recording under
     steady noise or a music bed, so sentences run together. The local floor
     is the 5th percentile of frame levels over the surrounding
-    ``2 * FLOOR_WINDOW_S``; a frame less than ``energy_gate_db`` above it is a
+    ``2 * FLOOR_WINDOW_S`` (but no lower than :data:`SILENCE_RANGE_DB` under
+    the source's 95th percentile); a frame less than ``energy_gate_db`` above it is a
     pause, and a run of them at least ``min_pause_ms`` long then ends a region
     like any pause. In clean recordings the floor is near digital silence and
     the gate changes nothing. 0 turns it off.
@@ -169,7 +176,34 @@ def gate_by_level(flags: np.ndarray, energy_db: np.ndarray, policy: CutPolicy) -
         return flags
     size = 2 * int(FLOOR_WINDOW_S * 1000 / policy.frame_ms) + 1
     floor = percentile_filter(energy_db, 5, size=size, mode="nearest")
+    # Where the pauses are digital silence the floor is too, and a codec's
+    # faint ringing next to a word would pass for speech: no floor sits more
+    # than SILENCE_RANGE_DB below the source's loud frames.
+    floor = np.maximum(floor, np.percentile(energy_db, 95) - SILENCE_RANGE_DB)
     return flags & (energy_db > floor + policy.energy_gate_db)
+
+
+def steady_beds(energy_db: np.ndarray, policy: CutPolicy) -> np.ndarray:
+    """Frames inside a steady sound: a run of at least :data:`BED_MIN_S` over which the level
+    varies by less than :data:`BED_STD_DB` (standard deviation over :data:`BED_WINDOW_S`).
+
+    Speech rises and falls with every syllable; a music intro, a hum or a
+    steady noise does not, though webrtcvad often takes them for speech.
+    Such a run is no speech (a pause), so a music intro does not open the
+    first clip and make it a two-voice clip.
+    """
+    from scipy.ndimage import uniform_filter1d
+
+    size = max(3, int(BED_WINDOW_S * 1000 / policy.frame_ms))
+    level = np.maximum(energy_db, -100.0)
+    mean = uniform_filter1d(level, size, mode="nearest")
+    std = np.sqrt(np.maximum(uniform_filter1d(level**2, size, mode="nearest") - mean**2, 0.0))
+    steady = std < BED_STD_DB
+    out = np.zeros_like(steady)
+    for start, end in _runs(steady, True):
+        if (end - start) * policy.frame_ms >= BED_MIN_S * 1000:
+            out[start:end] = True
+    return out
 
 
 def split_long(region: Region, flags: np.ndarray, energy_db: np.ndarray, policy: CutPolicy) -> list[Region]:
@@ -251,17 +285,83 @@ def cuts_from_regions(regions: list[Region], total_s: float, policy: CutPolicy,
     return cuts
 
 
-def plan_regions(flags: np.ndarray, energy_db: np.ndarray, policy: CutPolicy) -> tuple[list[Region], int, np.ndarray]:
-    """Speech regions after gating, splitting long ones and merging or dropping short ones.
+#: Embeds the speech of frames [start, end) of a source: one speaker embedding (unit length).
+Embedder = Callable[[int, int], np.ndarray]
+
+
+#: Seconds of speech either side of a pause whose speaker embeddings are compared.
+TURN_WINDOW_S = 2.0
+#: ... but at least this much, where there is: a window stops at the next pause only after it.
+TURN_MIN_WINDOW_S = 1.0
+
+
+def turn_pauses(region: Region, flags: np.ndarray, policy: CutPolicy) -> list[tuple[int, int]]:
+    """Pauses of at least ``turn_pause_ms`` inside a region, as [start, end) frames,
+    at least ``min_duration_s`` from its edges."""
+    turn = max(1, policy.turn_pause_ms // policy.frame_ms)
+    edge = int(policy.min_duration_s * 1000 / policy.frame_ms)
+    inner = flags[region.start : region.end]
+    return [(region.start + s, region.start + e) for s, e in _runs(inner, False)
+            if s >= edge and len(inner) - e >= edge and e - s >= turn]
+
+
+def split_turns(region: Region, flags: np.ndarray, policy: CutPolicy, embed: Embedder) -> list[Region]:
+    """Split a region where the voice changes, at the pause nearest to the change.
+
+    For every pause of at least ``turn_pause_ms``, the speaker embeddings of
+    up to :data:`TURN_WINDOW_S` of speech before it and after it are compared;
+    the region is cut at each pause where they are less alike (cosine) than
+    ``turn_change_below`` and less alike than at any other pause within that
+    window (the change itself, not a comma next to it). A guest who answers
+    within ``min_pause_ms`` lands in the host's region; cut there, each
+    speaker's sentences survive as their own clips instead of the two-voice
+    clip being dropped whole.
+    """
+    pauses = turn_pauses(region, flags, policy)
+    if not pauses:
+        return [region]
+    window = int(TURN_WINDOW_S * 1000 / policy.frame_ms)
+    least = int(TURN_MIN_WINDOW_S * 1000 / policy.frame_ms)
+    speech = np.flatnonzero(flags[region.start : region.end]) + region.start
+    bounds = [region.start] + [x for p in pauses for x in p] + [region.end]
+    scores = []
+    for k, (s, e) in enumerate(pauses):
+        # Speech back to the previous pause (and on, while there is less than TURN_MIN_WINDOW_S), likewise after.
+        before = speech[speech < s][-window:]
+        lo = next((b for b in bounds[2 * k::-2] if np.sum(before >= b) >= least), before[0])
+        after = speech[speech >= e][:window]
+        hi = next((b for b in bounds[2 * k + 3::2] if np.sum(after < b) >= least), after[-1] + 1)
+        scores.append(float(np.dot(embed(int(max(lo, before[0])), s), embed(e, int(min(hi, after[-1] + 1))))))
+    cuts = []
+    for k, ((s, e), score) in enumerate(zip(pauses, scores)):
+        near = [scores[m] for m, (s2, e2) in enumerate(pauses) if m != k and abs(s2 - s) < window]
+        if score < policy.turn_change_below and all(score <= x for x in near):
+            cuts.append((s, e))
+    _LOGGER.debug("region %d-%d: pause scores %s, cut at %s", region.start, region.end,
+                  [round(x, 2) for x in scores], cuts)
+    out, start = [], region.start
+    for s, e in cuts:
+        out.append(Region(start, s))
+        start = e
+    out.append(Region(start, region.end))
+    return out
+
+
+def plan_regions(flags: np.ndarray, energy_db: np.ndarray, policy: CutPolicy,
+                 embed: Embedder | None = None) -> tuple[list[Region], int, np.ndarray]:
+    """Speech regions after gating, split at turns (with ``embed``), long ones split, short ones merged
+    or dropped.
 
     Also returns the VAD flags before the level gate (blips dropped), which
     :func:`cuts_from_regions` uses to widen the padding.
     """
-    vad = drop_blips(flags, policy)
+    vad = drop_blips(flags & ~steady_beds(energy_db, policy), policy)
     gated = drop_blips(gate_by_level(vad, energy_db, policy), policy)
     regions = []
     for region in speech_regions(gated, policy):
-        regions.extend(split_long(region, gated, energy_db, policy))
+        turns = split_turns(region, gated, policy, embed) if embed is not None and policy.turn_pause_ms else [region]
+        for turn in turns:
+            regions.extend(split_long(turn, gated, energy_db, policy))
     regions, dropped = merge_short(regions, policy)
     return regions, dropped, vad
 
@@ -534,7 +634,7 @@ def measure(clip: np.ndarray, rate: int, meter: LoudnessMeter) -> dict:
         "loudness_lufs": loudness if np.isfinite(loudness) else -70.0,
         "peak": float(np.max(level)) if clip.size else 0.0,
         "clipped_share": float(np.mean(level >= CLIP_LEVEL)) if clip.size else 0.0,
-        "peak_pileup": peak_pileup(clip),
+        "peak_pileup": peak_pileup(clip, rate),
     }
 
 
@@ -652,13 +752,24 @@ def segment_source(source_id: str, audio: Path, out_dir: Path, rate: int, policy
     try:
         sc = scan(audio, rate, policy, spill, opts.block_s)
         total_s = sc.samples / rate
-        regions, dropped, vad_flags = plan_regions(sc.flags, sc.energy_db, policy)
+        frame_s = policy.frame_ms / 1000
+        fd = os.open(spill, os.O_RDONLY)
+
+        def embed(start: int, end: int) -> np.ndarray:
+            a, b = round(start * frame_s * rate), min(sc.samples, round(end * frame_s * rate))
+            e = speaker_encoder().embed(np.frombuffer(os.pread(fd, (b - a) * 4, a * 4), dtype=np.float32), rate)
+            return e / (np.linalg.norm(e) + 1e-12)
+
+        try:
+            regions, dropped, vad_flags = plan_regions(sc.flags, sc.energy_db, policy,
+                                                       embed if opts.speaker else None)
+        except BaseException:
+            os.close(fd)
+            raise
         cuts = cuts_from_regions(regions, total_s, policy, vad_flags)
         score = scorers(opts.dnsmos, opts.speaker) if (opts.dnsmos or opts.speaker) else None
-        frame_s = policy.frame_ms / 1000
         meter = LoudnessMeter(rate)
         lock = threading.Lock()
-        fd = os.open(spill, os.O_RDONLY)
 
         def one(i: int) -> tuple[dict, np.ndarray | None]:
             cut = cuts[i]

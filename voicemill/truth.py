@@ -26,7 +26,21 @@ end and the span of each of its words, in seconds of the source. The measures:
     those kept clips.
 
 :func:`truth_counts` does the same for transcripts: WER/CER counts of clip
-texts against the sentences they cover.
+texts against the sentences they cover. :func:`clip_labels` checks each clip's
+own label against the words its audio holds:
+
+``clip_label_exact_share``
+    The share of clips whose label, normalised for scoring, is exactly the
+    truth words inside the clip (a word is inside when the middle of its
+    span is), normalised the same way.
+``clip_edge_word_errors``
+    Clip edges (first or last word) where the label lacks a word that the
+    audio holds or has one that it does not (a word given to the neighbour).
+``clip_label_wer``
+    Word errors over truth words, clip by clip.
+
+Clips whose truth words have no known text (a partly covered sentence of an
+older demo) are counted in ``clip_label_unscored``.
 """
 
 from __future__ import annotations
@@ -110,9 +124,12 @@ def compare(clips: pd.DataFrame, truths: dict[str, dict], max_duration_s: float,
                 cuts += 1
                 inside += any(w0 < t < w1 for w0, w1 in words)
 
+        per_source[source_id] = {"sentences": len(sentences), "fitting": src_fit, "whole": src_whole,
+                                 "clips": len(mine)}
         if has_speaker:
             target = truth.get("target_speaker")
             kept = mine[kept_on_speaker(mine, min_similarity)]
+            src_total, src_kept = target_total, target_kept
             for a, b in zip(kept["start_s"], kept["end_s"]):
                 by_speaker: dict[str, float] = {}
                 for s in sentences:
@@ -126,8 +143,9 @@ def compare(clips: pd.DataFrame, truths: dict[str, dict], max_duration_s: float,
                     target_total += s["end_s"] - s["start_s"]
                     target_kept += sum(_overlap(a, b, s["start_s"], s["end_s"])
                                        for a, b in zip(kept["start_s"], kept["end_s"]))
-        per_source[source_id] = {"sentences": len(sentences), "fitting": src_fit, "whole": src_whole,
-                                 "clips": len(mine)}
+            src_total, src_kept = target_total - src_total, target_kept - src_kept
+            per_source[source_id]["target_speech_kept_share"] = (round(src_kept / src_total, 4) if src_total
+                                                                 else float("nan"))
 
     errors_ms = np.array(errors) * 1000 if errors else np.array([np.nan])
     report = {
@@ -188,3 +206,58 @@ def total_counts(truths: dict[str, dict], clips, language: str) -> dict:
         for k in totals:
             totals[k] += counts[k]
     return totals
+
+
+def clip_reference(truth: dict, start_s: float, end_s: float) -> str | None:
+    """The truth text of the words inside [start_s, end_s] (by the middle of each word's span).
+
+    A sentence wholly inside gives its own text; a partly covered one the
+    texts of its words inside. None when such a word has no text.
+    """
+    parts = []
+    for s in truth.get("sentences", []):
+        words = s.get("words") or []
+        inside = [w for w in words if start_s <= (w["start_s"] + w["end_s"]) / 2 <= end_s]
+        if not inside:
+            continue
+        if len(inside) == len(words):
+            parts.append(s["text"])
+        elif all("text" in w for w in inside):
+            parts.append(" ".join(w["text"] for w in inside if w["text"]))
+        else:
+            return None
+    return " ".join(parts)
+
+
+def clip_labels(truths: dict[str, dict], clips: pd.DataFrame, language: str) -> dict:
+    """Each clip's label against the truth words inside it (see the module docstring).
+
+    ``clips``: ``clip_id``, ``source_id``, ``start_s``, ``end_s`` and ``text``.
+    """
+    from voicemill.scoring import edge_errors, error_counts
+
+    scored = exact = edges = errors = words = unscored = 0
+    edge_ids = []
+    for clip in clips[clips["source_id"].isin(truths)].itertuples():
+        reference = clip_reference(truths[clip.source_id], clip.start_s, clip.end_s)
+        if reference is None:
+            unscored += 1
+            continue
+        text = clip.text if isinstance(clip.text, str) else ""
+        counts = error_counts(reference, text, language)
+        scored += 1
+        exact += counts["word_errors"] == 0
+        errors += counts["word_errors"]
+        words += counts["words"]
+        at_edges = sum(edge_errors(reference, text, language))
+        edges += at_edges
+        if at_edges:
+            edge_ids.append(clip.clip_id)
+    return {
+        "clip_label_clips": scored,
+        "clip_label_unscored": unscored,
+        "clip_label_exact_share": round(exact / scored, 4) if scored else float("nan"),
+        "clip_edge_word_errors": edges,
+        "clip_label_wer": round(errors / words, 4) if words else float("nan"),
+        "clip_edge_error_ids": edge_ids,
+    }
