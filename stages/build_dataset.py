@@ -8,10 +8,14 @@ Writes: <out>/wavs/<clip_id>.wav    the kept clips
         <out>/metadata_train.csv, <out>/metadata_val.csv   the seeded split, same format
         <out>/manifest.parquet      one row per KEPT clip (what train/evaluate use):
                                     the clip and transcript columns, normalized,
-                                    n_words, speech_s, chars_per_s, split, wav
+                                    n_words, speech_s, chars_per_s, split, wav, joined
+                                    (the clips a joined clip is made of, JSON; "" for
+                                    the others: neighbours that say one sentence are
+                                    joined, build_dataset.join_max_pause_s)
         <out>/clips_all.parquet     one row per clip, kept or dropped: the same
                                     columns plus kept, drop_reason (the first filter
-                                    failed) and drop_reasons (every filter failed)
+                                    failed), drop_reasons (every filter failed) and
+                                    joined_into (the joined clip it is part of)
         <out>/dataset.parquet       kept clips in the Hugging Face audio layout:
                                     audio {bytes, path}, text, raw_text, speaker_id, split
         <out>/phonemes.csv          id|phonemes|ids: the espeak phonemes (voice from
@@ -19,10 +23,12 @@ Writes: <out>/wavs/<clip_id>.wav    the kept clips
                                     first line: the espeak voice and a digest of the texts
         <out>/README.md             the dataset card, with duration_hist.png and
                                     rate_hist.png beside it
-        <metrics>                   hours, clips, train, val, clips_in, dropped (per
-                                    reason, all reasons), duration_s_median,
+        <metrics>                   hours, clips, joined, train, val, clips_in, dropped
+                                    (per reason, all reasons), duration_s_median,
                                     chars_per_s_median, fingerprint (sha256 of ids,
-                                    split, texts and audio)
+                                    split, texts and audio), and with ground truth
+                                    truth.clip_label_* (each kept clip's label against
+                                    the truth words inside it)
         <plots>                     CSV per clip for dvc plots: clip_id, source_id,
                                     duration_s, speech_s, chars_per_s, n_words, kept,
                                     drop_reason
@@ -33,10 +39,10 @@ Usage:  python -m stages.build_dataset [--clips data/clips]
             [--transcripts data/transcripts] [--raw data/raw] [--out data/dataset]
             [--metrics metrics/dataset.json] [--plots metrics/dataset_clips.csv]
 
-On the demo it keeps about 40 of 50 clips (4 minutes; the call-in episode's
-caller, its clipped clip, noisy clips and a speaking-rate outlier or two are
-dropped): enough to fine-tune a Piper voice briefly, far from a voice of its
-own, as the card says.
+On the demo it keeps about 33 of 68 clips (2.6 minutes; the guests' clips,
+the two clipped passages, noisy clips and the clips whose label the two ASR
+models do not agree on are dropped): enough to fine-tune a Piper voice
+briefly, far from a voice of its own, as the card says.
 """
 
 from __future__ import annotations

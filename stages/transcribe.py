@@ -28,6 +28,13 @@ Writes: <out>/manifest.parquet   one row per readable clip (the "transcripts" ma
             words                JSON list of {word, start_s, end_s, probability}, times
                                  within the clip
             packed_clips         clips decoded together in the clip's window (1 = alone)
+            edge_check           "" or, for a packed clip with a doubtful edge (a word's
+                                 time in the silence beside it) decoded again alone:
+                                 "confirmed" (the same words) or "mended" (other words;
+                                 the alone result is kept)
+            verify_text          what transcribe.verify_model heard ("" when off)
+            label_agrees         the two models heard the same words (normalised for
+                                 scoring, spaces ignored); None when not checked
             model                transcribe.model ("" for dataset rows)
             chosen_model         the model whose result is in asr_text and the scores:
                                  transcribe.model, or transcribe.fallback_model when its
@@ -45,15 +52,20 @@ Writes: <out>/manifest.parquet   one row per readable clip (the "transcripts" ma
                                  initial_prompt, language, fallback)
         <metrics>                clips, failed, empty, by_text_source, mean_confidence,
                                  flagged (per hallucination flag, language_mismatch),
-                                 fallback (tried, chosen), subtitles.asr_wer (ASR against
-                                 the subtitles it replaced), and when ground truth exists
-                                 truth.{wer, cer, word_errors, words, char_errors, chars,
-                                 sources, sentences, sentences_covered}: per source, the
-                                 truth sentences mostly inside clips against the clip
-                                 transcripts in time order, both normalised for scoring
+                                 fallback (tried, chosen), verify (model, clips, agree,
+                                 agree_share), edge (checked, mended), subtitles.asr_wer
+                                 (ASR against the subtitles it replaced), and when ground
+                                 truth exists truth.{wer, cer, word_errors, words,
+                                 char_errors, chars, sources, sentences, sentences_covered}:
+                                 per source, the truth sentences mostly inside clips against
+                                 the clip transcripts in time order, both normalised for
+                                 scoring; truth.clip_label_{exact_share, wer},
+                                 clip_edge_word_errors: each clip's label against the truth
+                                 words inside it (voicemill/truth.py)
 Params: common.language (the dataset's language), common.seed (sampling fallback),
         transcribe.{model, device, compute_type, cpu_threads} (the model),
         transcribe.{beam_size, batch_size, initial_prompt} (decoding; batch_size packs clips),
+        transcribe.verify_model (a second model's opinion on every label),
         transcribe.{language, language_mismatch_probability}, transcribe.{fallback_model,
         fallback_below}, transcribe.{use_subtitles, subtitle_tolerance_s,
         subtitle_min_coverage}, transcribe.{max_compression_ratio, max_repeats,
@@ -164,7 +176,7 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
 
     decode = asr.DecodeOptions(beam_size=opts.beam_size, batch_size=opts.batch_size,
                                initial_prompt=opts.initial_prompt, seed=seed)
-    results, fallback, timing = [], {}, {"asr_s": 0.0, "audio_s": sum(len(a) for a in audios) / asr.ASR_RATE}
+    results, fallback, verify, timing = [], {}, {}, {"asr_s": 0.0, "audio_s": sum(len(a) for a in audios) / asr.ASR_RATE}
     if audios:
         model = asr.load_model(opts.model, opts.device, opts.compute_type, opts.cpu_threads)
         if not asr.is_multilingual(model) and base_language(language) != "en":
@@ -178,6 +190,7 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
             result["language"], result["language_probability"] = lang, prob
             result["model"] = opts.model
         fallback = _fallback(audios, results, decode_languages, decode, opts)
+        verify = _verify(audios, results, decode_languages, decode, opts)
         timing["asr_s"] = time.perf_counter() - started
 
     device, compute_type = asr.pick_device(opts.device, opts.compute_type)
@@ -197,7 +210,8 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
                        language_probability=float("nan"), avg_logprob=float("nan"), confidence=float("nan"),
                        no_speech_prob=float("nan"), compression_ratio=float("nan"), words="[]", packed_clips=0,
                        model="", chosen_model="", primary_text="", primary_avg_logprob=float("nan"),
-                       fallback_text="", fallback_avg_logprob=float("nan"))
+                       fallback_text="", fallback_avg_logprob=float("nan"), edge_check="", verify_text="",
+                       label_agrees=None)
         else:
             r = next(asr_results)
             sub = subtitle_texts.get(clip.clip_id)
@@ -209,7 +223,9 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
                        primary_text=r.get("primary_text", r["text"]),
                        primary_avg_logprob=r.get("primary_avg_logprob", r["avg_logprob"]),
                        fallback_text=r.get("fallback_text", ""),
-                       fallback_avg_logprob=r.get("fallback_avg_logprob", float("nan")))
+                       fallback_avg_logprob=r.get("fallback_avg_logprob", float("nan")),
+                       edge_check=r.get("edge_check", ""), verify_text=r.get("verify_text", ""),
+                       label_agrees=None if sub else r.get("label_agrees"))
         row["language_mismatch"] = row["text_source"] != "dataset" and asr.language_mismatch(
             row["language"], row["language_probability"], language, opts.language_mismatch_probability)
         row["hallucination"] = ",".join(asr.hallucination_flags(row["text"], float(clip.duration_s), silence,
@@ -224,6 +240,9 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
     summary = metrics(table, clips, truth.load_truths(clips_dir), language)
     summary["failed"] = len(failed)
     summary["fallback"] = {"model": opts.fallback_model, **fallback} if opts.fallback_model else {}
+    summary["verify"] = verify
+    summary["edge"] = {"checked": int((table["edge_check"] != "").sum()),
+                       "mended": int((table["edge_check"] == "mended").sum())}
     summary["_timing"] = timing
     return summary
 
@@ -265,6 +284,27 @@ def _fallback(audios, results, languages, decode: asr.DecodeOptions, opts: param
     return {"tried": len(low), "chosen": chosen}
 
 
+def _verify(audios, results, languages, decode: asr.DecodeOptions, opts: params.TranscribeParams) -> dict:
+    """Transcribe every clip again with transcribe.verify_model; mark where the two models agree.
+
+    Two models rarely mishear a word the same way, so a label both agree on
+    (after normalising spelling, numbers and spaces) is very likely what the
+    clip says; build_dataset.drop_unverified_labels drops the others.
+    """
+    if not opts.verify_model:
+        return {}
+    model = asr.load_model(opts.verify_model, opts.device, opts.compute_type, opts.cpu_threads)
+    with tqdm(total=len(audios), desc="verify", unit="clip", disable=None) as bar:
+        second = asr.transcribe_clips(model, audios, languages, decode, bar.update)
+    for result, alt, lang in zip(results, second, languages):
+        result["verify_text"] = alt["text"]
+        result["label_agrees"] = asr.same_words(result["text"], alt["text"], lang)
+    agree = sum(r["label_agrees"] for r in results)
+    _LOGGER.info("verify %s: the two models agree on %d of %d clip(s)", opts.verify_model, agree, len(results))
+    return {"model": opts.verify_model, "clips": len(results), "agree": agree,
+            "agree_share": round(agree / len(results), 4) if results else None}
+
+
 def metrics(table: pd.DataFrame, clips: pd.DataFrame, truths: dict, language: str) -> dict:
     """The metrics file's content (see the module docstring)."""
     asr_rows = table[table["text_source"] != "dataset"]
@@ -284,10 +324,11 @@ def metrics(table: pd.DataFrame, clips: pd.DataFrame, truths: dict, language: st
         out["subtitles"] = {"clips": len(subs), "asr_wer": round(sum(x["word_errors"] for x in c)
                                                                  / max(1, sum(x["words"] for x in c)), 4)}
     if truths:
-        totals = truth.total_counts(truths, clips.merge(table[["clip_id", "text"]], on="clip_id"), language)
+        labelled = clips.merge(table[["clip_id", "text"]], on="clip_id")
+        totals = truth.total_counts(truths, labelled, language)
         out["truth"] = {"wer": round(totals["word_errors"] / max(1, totals["words"]), 4),
                         "cer": round(totals["char_errors"] / max(1, totals["chars"]), 4),
-                        "sources": len(truths), **totals}
+                        "sources": len(truths), **totals, **truth.clip_labels(truths, labelled, language)}
     return out
 
 

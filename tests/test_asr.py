@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import soxr
 
@@ -203,3 +205,43 @@ def test_clip_skipped_by_its_packed_window_is_decoded_alone(piper_voice, monkeyp
     assert results[1]["packed_clips"] == 1 and results[1]["words"]
     assert measure("wer", wer(texts[1], results[1]["text"])) <= 0.2, results[1]["text"]
     assert all(r["packed_clips"] > 1 for k, r in enumerate(results) if k != 1)
+
+
+def test_doubtful_edges_take_in_both_neighbours():
+    from types import SimpleNamespace as W
+
+    spans = [(0.0, 3.0), (4.0, 6.0), (7.0, 9.0)]
+    words = [W(start=0.2, end=0.6), W(start=2.6, end=3.3),  # ends in the gap, but its middle is in clip 0
+             W(start=3.4, end=3.5),  # middle 0.55 s before clip 1: clip 1's or clip 0's?
+             W(start=8.8, end=9.6)]  # the last clip's last word, middle 0.2 s out: no neighbour to take it
+    owners = [0, 0, 1, 2]
+    assert asr.doubtful_edges(words, owners, spans) == {0, 1}
+    assert asr.doubtful_edges(words[:2], owners[:2], spans) == set()
+
+
+def test_word_that_drifted_into_the_neighbour_is_given_back(piper_voice, monkeypatch, measure):
+    """Whisper's word times drift at clip edges: a word that lands in the gap sends both clips to be decoded alone."""
+    texts, audios = _demo_like_clips(piper_voice)
+    model = asr.load_model("tiny.en", cpu_threads=2)
+    real = asr._decode_windows
+
+    def drifting(model, audios, windows, language, opts):
+        out = []
+        for window, (words, spans, no_speech) in zip(windows, real(model, audios, windows, language, opts)):
+            if 0 in window and len(window) > 1:
+                # clip 0's last word moved 0.7 s late: its middle passes the border into clip 1
+                end = spans[window.index(0)][1]
+                last = max(k for k, w in enumerate(words) if (w.start + w.end) / 2 <= end + 0.5)
+                words = list(words)
+                words[last] = dataclasses.replace(words[last], start=words[last].start + 0.7,
+                                                  end=words[last].end + 0.7)
+            out.append((words, spans, no_speech))
+        return out
+
+    monkeypatch.setattr(asr, "_decode_windows", drifting)
+    results = asr.transcribe_clips(model, audios, "en", asr.DecodeOptions(batch_size=8))
+    assert results[0]["packed_clips"] == results[1]["packed_clips"] == 1
+    assert {results[0]["edge_check"], results[1]["edge_check"]} <= {"mended", "confirmed"}
+    assert measure("wer_clip0", wer(texts[0], results[0]["text"])) <= 0.2, results[0]["text"]
+    assert measure("wer_clip1", wer(texts[1], results[1]["text"])) <= 0.2, results[1]["text"]
+    assert sum(r["packed_clips"] > 1 for r in results[2:]) >= 2  # the other clips keep their packed result

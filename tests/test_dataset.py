@@ -57,7 +57,7 @@ def _clip_rows(n: int, source: str = "src-a") -> tuple[pd.DataFrame, pd.DataFram
             "clip_id": clip_id, "text": text, "language": "en", "language_probability": 0.99,
             "confidence": 0.8, "avg_logprob": math.log(0.8), "no_speech_prob": 0.01, "compression_ratio": 1.2,
             "words": "[]", "model": "tiny.en", "chosen_model": "tiny.en", "text_source": "asr", "language_mismatch": False,
-            "hallucination": "",
+            "hallucination": "", "label_agrees": True,
         })
     return pd.DataFrame(clips), pd.DataFrame(transcripts)
 
@@ -103,6 +103,7 @@ CASES = {
     "speaker_change": ({"speaker_change": True}, None),
     "other_speaker": ({"speaker_similarity": 0.5}, None),
     "language_mismatch": (None, {"language_mismatch": True}),
+    "unverified_label": (None, {"label_agrees": False}),
     "hallucination": (None, {"hallucination": "repetition"}),
     "low_confidence": (None, {"confidence": 0.2}),
     # Speech over a third of the span: three times the source's rate (a
@@ -350,3 +351,36 @@ def test_every_param_reaches_the_library_with_its_default():
     assert {k: library[k] for k in section} == section
     _, opts = params.load(params.Path(__file__).resolve().parents[1] / "params.yaml", "build_dataset")
     assert params.fill(DatasetOptions, opts).rate_iqr_k == opts.rate_iqr_k
+
+
+def test_neighbouring_clips_that_say_one_sentence_are_joined(tmp_path, corpus):
+    from voicemill.audio import read_wav
+
+    clips, transcripts, clips_dir = corpus
+    a, b = "src-a_0003", "src-a_0004"
+    # Segment cut a sentence at a long comma pause: b starts 0.3 s after a ends and goes on in lower case.
+    end_a = float(clips.loc[clips["clip_id"] == a, "end_s"].iloc[0])
+    length_b = float(clips.loc[clips["clip_id"] == b, "duration_s"].iloc[0])
+    clips, transcripts = _spoil(clips, transcripts, b, {"start_s": end_a + 0.3, "end_s": end_a + 0.3 + length_b},
+                                {"text": "please bring them along to the market."})
+    clips, transcripts = _spoil(clips, transcripts, a, None, {"text": "If you grow more beans than you can eat."})
+    # (the speaking-rate fence off: the texts changed, the test audio did not)
+    result = _build(tmp_path, clips, transcripts, clips_dir, rate_iqr_k=0.0)
+    joined = f"{a}_0004"
+    assert result.summary["joined"] == 1 and result.summary["clips"] == 9
+    rows = {line.split("|")[0]: line.split("|") for line in (tmp_path / "ds" / "metadata.csv").read_text().splitlines()}
+    assert a not in rows and b not in rows
+    # The full stop the ASR put at the cut is a comma now.
+    assert rows[joined][1] == "If you grow more beans than you can eat, please bring them along to the market."
+    audio, rate = read_wav(tmp_path / "ds" / "wavs" / f"{joined}.wav")
+    parts = clips.set_index("clip_id").loc[[a, b], "duration_s"]
+    assert abs(len(audio) / rate - (parts.sum() + 0.3)) < 2 / rate
+    verdict = result.clips.set_index("clip_id")
+    assert verdict.loc[a, "joined_into"] == verdict.loc[b, "joined_into"] == joined
+    assert verdict.loc[a, "split"] == verdict.loc[b, "split"] != ""
+
+    # Labels that end a sentence are not joined, nor is anything with join_max_pause_s 0.
+    plain = _spoil(clips, transcripts, b, None, {"text": "Please bring them along to the market."})
+    assert _build(tmp_path, *plain, clips_dir, name="ds2", rate_iqr_k=0.0).summary["joined"] == 0
+    assert _build(tmp_path, clips, transcripts, clips_dir, name="ds3", rate_iqr_k=0.0,
+                  join_max_pause_s=0.0).summary["joined"] == 0

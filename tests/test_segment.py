@@ -330,3 +330,80 @@ def test_parallel_workers_give_the_serial_result(short_episode, call_in, tmp_pat
     assert (out[1]["speaker_reference"] == "reference").all()
     for path in out[1]["path"]:
         assert (tmp_path / "clips1" / path).read_bytes() == (tmp_path / "clips2" / path).read_bytes()
+
+
+def test_clip_labels_score_each_clip_against_the_words_inside_it():
+    import pandas as pd
+
+    def words(text, start):
+        return [{"text": w, "start_s": start + k, "end_s": start + k + 0.6} for k, w in enumerate(text.split())]
+
+    tr = {"target_speaker": "a", "sentences": [
+        {"index": 0, "speaker": "a", "text": "Add the water.", "start_s": 0.0, "end_s": 2.6,
+         "words": words("Add the water", 0.0)},
+        {"index": 1, "speaker": "a", "text": "Then wait, please.", "start_s": 4.0, "end_s": 6.6,
+         "words": words("Then wait please", 4.0)},
+    ]}
+    clips = pd.DataFrame([
+        {"clip_id": "x0", "source_id": "s", "start_s": -0.1, "end_s": 3.0, "text": "Add the"},  # lost "water"
+        {"clip_id": "x1", "source_id": "s", "start_s": 3.5, "end_s": 5.8, "text": "water then wait"},  # took it
+        {"clip_id": "x2", "source_id": "s", "start_s": 5.8, "end_s": 7.0, "text": "Please!"},
+    ])
+    assert truth.clip_reference(tr, -0.1, 3.0) == "Add the water."
+    assert truth.clip_reference(tr, 3.5, 5.8) == "Then wait"
+    r = truth.clip_labels({"s": tr}, clips, "en")
+    assert r["clip_label_clips"] == 3 and r["clip_label_exact_share"] == pytest.approx(1 / 3, abs=1e-3)
+    assert r["clip_edge_word_errors"] == 2 and r["clip_edge_error_ids"] == ["x0", "x1"]
+    assert r["clip_label_wer"] == pytest.approx(2 / 6, abs=1e-3)
+    # A word with no known text inside a partly covered sentence: the clip cannot be scored.
+    del tr["sentences"][1]["words"][0]["text"]
+    assert truth.clip_reference(tr, 3.5, 5.8) is None
+
+
+def test_edge_errors_are_words_missing_or_added_at_the_ends_only():
+    from voicemill.scoring import edge_errors
+
+    assert edge_errors("three hundred grams of water", "three hundred grams of") == (False, True)
+    assert edge_errors("water and then", "and then") == (True, False)
+    assert edge_errors("a ticket costs", "i take it cost") == (False, False)  # misheard, nothing moved
+    assert edge_errors("the dough rests", "the dough rests") == (False, False)
+
+
+def test_demo_word_texts_follow_espeaks_words(piper_voice):
+    _, _, spoken = demo.synthesize_words(piper_voice, "I am happy to be here, and it costs $4.75 today.")
+    texts = demo.word_texts(piper_voice, "I am happy to be here, and it costs $4.75 today.", [w[0] for w in spoken])
+    assert len(texts) == len(spoken)
+    # espeak runs "I am" and "to be" together and reads "$4.75" as several words
+    assert "I am" in texts and "to be" in texts and "$4.75" in texts and texts[-1] == "today"
+    assert " ".join(t for t in texts if t) == "I am happy to be here and it costs $4.75 today"
+
+
+def _speakers_in(rows, tr):
+    return ["".join(sorted({s["speaker"][0] for s in tr["sentences"]
+                            if s["start_s"] < r["end_s"] and s["end_s"] > r["start_s"]})) for r in rows]
+
+
+def test_quick_turns_are_split_where_the_voice_changes(piper_voice, tmp_path):
+    import pandas as pd
+
+    lines = (demo.Line("So tell me, where does a beginner start?"),
+             demo.Line("Start with flour, salt, yeast, and three hundred grams of water.", demo.GUEST, (), 0.15),
+             demo.Line("That sounds simple enough, even for me.", demo.HOST, (), 0.2))
+    episode = demo.Episode("turns", "Turns", lines)
+    tr = demo.write_episode(piper_voice, episode, tmp_path, seed=1)
+    opts = ClipOptions(dnsmos=False)
+    joined = cut(tmp_path / "turns.wav", tmp_path / "a", CutPolicy(turn_pause_ms=0), opts)
+    split = cut(tmp_path / "turns.wav", tmp_path / "b", CutPolicy(), opts)
+    # Pauses of 0.15-0.2 s are far under min_pause_ms: one region, three sentences, two voices.
+    assert _speakers_in(joined.rows, tr) == ["gj"]
+    assert _speakers_in(split.rows, tr) == ["j", "g", "j"]
+    report = truth.compare(pd.DataFrame(split.rows).assign(speaker_similarity=1.0), {"src": tr}, 12.0, 0.5)
+    assert report["sentences_whole_share"] == 1.0 and report["cuts_inside_words"] == 0.0
+
+
+def test_a_music_intro_does_not_open_the_first_clip(piper_voice, tmp_path):
+    lines = (demo.Line("Welcome to the kitchen table, the show about food.", demo.HOST, ("music",)),)
+    tr = demo.write_episode(piper_voice, demo.Episode("intro", "Intro", lines, lead_in_s=3.0), tmp_path, seed=1)
+    rows = cut(tmp_path / "intro.wav", tmp_path / "c").rows
+    first = tr["sentences"][0]
+    assert len(rows) == 1 and first["start_s"] - 0.5 < rows[0]["start_s"] <= first["start_s"], rows[0]

@@ -275,6 +275,7 @@ def _result(words, duration_s: float, offset_s: float, language: str, language_p
         "words": [{"word": w.word.strip(), "start_s": within(w.start), "end_s": within(w.end),
                    "probability": round(float(w.probability), 4)} for w in words],
         "packed_clips": packed,
+        "edge_check": "",
     }
 
 
@@ -365,7 +366,7 @@ def transcribe_clips(model, audios: list[np.ndarray], language: str | None | lis
     durations = [len(a) / ASR_RATE for a in audios]
     results: list[dict | None] = [None] * n
     windows = plan_windows(durations, opts.batch_size, languages)
-    alone, packed = [], []
+    alone, packed, doubtful = [], [], set()
     for w in windows:
         by_itself = (opts.batch_size <= 1 or languages[w[0]] is None
                      or (len(w) == 1 and durations[w[0]] > PACK_WINDOW_S))
@@ -384,18 +385,59 @@ def transcribe_clips(model, audios: list[np.ndarray], language: str | None | lis
                 for k, i in enumerate(window):
                     clip_words = [w for w, o in zip(words, owners) if o == k]
                     results[i] = _result(clip_words, durations[i], spans[k][0], lang, 1.0, no_speech, len(window))
+                doubtful |= {window[k] for k in doubtful_edges(words, owners, spans)}
             if progress is not None:
                 progress(sum(len(w) for w in batch))
     # A packed window's decoder now and then skips a whole sentence (seen with
-    # shorter windows): a clip that got no word there is decoded alone.
+    # shorter windows): a clip that got no word there is decoded alone. So is
+    # a clip with a doubtful edge (see doubtful_edges).
     for window in packed:
         for i in window:
-            if len(window) > 1 and not results[i]["words"]:
-                words, info, no_speech = _decode(model, audios[i], languages[i], opts)
-                if words:
-                    _LOGGER.debug("clip %d: no words in its packed window, %d decoded alone", i, len(words))
-                    results[i] = _result(words, durations[i], 0.0, languages[i], 1.0, no_speech, 1)
+            empty = len(window) > 1 and not results[i]["words"]
+            if not (empty or i in doubtful):
+                continue
+            words, info, no_speech = _decode(model, audios[i], languages[i], opts)
+            if words or not empty:
+                packed_text = results[i]["text"]
+                results[i] = _result(words, durations[i], 0.0, languages[i], 1.0, no_speech, 1)
+                results[i]["edge_check"] = "" if empty else ("confirmed" if same_words(
+                    packed_text, results[i]["text"], languages[i]) else "mended")
+                _LOGGER.debug("clip %d (%s) decoded alone: %r -> %r", i, "no words" if empty else "doubtful edge",
+                              packed_text, results[i]["text"])
     return results  # type: ignore[return-value]
+
+
+#: A packed word that reaches this far beyond its clip's audio (into the silence between clips) makes the
+#: edge doubtful: Whisper's word times drift at the edges, and the word may belong to the neighbour.
+EDGE_SLACK_S = 0.2
+
+
+def doubtful_edges(words, owners: list[int], spans: list[tuple[float, float]]) -> set[int]:
+    """The clips of a packed window (by position) whose words may have gone to the wrong clip.
+
+    A word is given to the clip nearest its midpoint. When that midpoint lies
+    more than :data:`EDGE_SLACK_S` into the silence before or after its clip
+    (a word's end often runs on into silence; its middle does not, unless
+    the times drifted), its true owner is in doubt: that clip and the
+    neighbour on that side are decoded alone.
+    """
+    doubtful = set()
+    for w, k in zip(words, owners):
+        start, end = spans[k]
+        middle = (w.start + w.end) / 2
+        if middle < start - EDGE_SLACK_S:
+            doubtful |= {k, k - 1} if k else {k}
+        if middle > end + EDGE_SLACK_S:
+            doubtful |= {k, k + 1} if k + 1 < len(spans) else {k}
+    return doubtful
+
+
+def same_words(a: str, b: str, language: str | None) -> bool:
+    """Whether two transcripts say the same words: normalised for scoring (spelling, numbers), spaces ignored
+    ("over fields" and "overfields")."""
+    from voicemill.textnorm import for_scoring
+
+    return for_scoring(a, language or "en").replace(" ", "") == for_scoring(b, language or "en").replace(" ", "")
 
 
 def transcribe(model, audio_16k: np.ndarray, language: str | None, beam_size: int = 5,

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -77,11 +78,13 @@ class DatasetOptions:
     drop_speaker_change: bool
     min_speaker_similarity: float
     drop_language_mismatch: bool
+    drop_unverified_labels: bool
     drop_hallucinations: bool
     min_confidence: float
     rate_iqr_k: float
     rate_min_clips: int
     drop_duplicate_texts: bool
+    join_max_pause_s: float
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,11 @@ def _language_mismatch(df, alive, opts):
                     "transcripts")
 
 
+def _unverified_label(df, alive, opts):
+    return _boolean(df, "label_agrees", lambda c: pd.Series(c, dtype="boolean").eq(False).fillna(False).astype(bool),
+                    "drop_unverified_labels", opts.drop_unverified_labels, "transcripts")
+
+
 def _hallucination(df, alive, opts):
     return _boolean(df, "hallucination", lambda c: c.fillna("").astype(str).str.strip() != "",
                     "drop_hallucinations", opts.drop_hallucinations, "transcripts")
@@ -269,6 +277,8 @@ FILTERS: tuple[Filter, ...] = (
            "speaker similarity to the target below min_speaker_similarity", _other_speaker),
     Filter("language_mismatch", ("drop_language_mismatch",), "the ASR heard another language",
            _language_mismatch),
+    Filter("unverified_label", ("drop_unverified_labels",),
+           "transcribe.verify_model heard other words than transcribe.model", _unverified_label),
     Filter("hallucination", ("drop_hallucinations",), "the transcript carries a hallucination flag",
            _hallucination),
     Filter("low_confidence", ("min_confidence",), "ASR confidence below min_confidence (ASR transcripts only)",
@@ -336,6 +346,95 @@ def drop_counts(clips: pd.DataFrame) -> dict[str, int]:
     """Clips dropped per first reason, every reason present (0 when none)."""
     counts = Counter(clips.loc[~clips["kept"], "drop_reason"])
     return {r: int(counts.get(r, 0)) for r in REASONS}
+
+
+#: A label that ends like this ends a sentence (closing quotes or brackets may follow).
+_SENTENCE_END = re.compile(r"[.!?\u2026][\"')\]\u201d]*$")
+
+
+def ends_sentence(text: str) -> bool:
+    return bool(_SENTENCE_END.search(text.strip()))
+
+
+def _continues(text: str) -> bool:
+    """Whether a label reads as the rest of a sentence: it starts with a lower-case letter."""
+    first = next((c for c in text.strip() if c.isalpha()), "")
+    return first.islower()
+
+
+def join_sentences(kept: pd.DataFrame, opts: DatasetOptions) -> pd.DataFrame:
+    """Neighbouring kept clips of one source that say one sentence together, joined into one clip.
+
+    Segment cuts at pauses, and a long comma pause inside a sentence is a
+    pause; the labels tell: clip A's label does not end a sentence (no
+    final . ! ?), or clip B's starts in lower case (the ASR heard it go on).
+    Joined when the two lie less than ``join_max_pause_s`` apart in the
+    source and the whole fits ``max_duration_s``. A joined clip's id is the
+    first's with the last one's number (``src_0009_0010``), ``joined`` lists
+    the clips in it, and its audio is theirs with the gap between them as
+    silence (see :func:`write_joined`). A mid-sentence full stop that the
+    ASR put at A's end becomes a comma.
+    """
+    kept = kept.sort_values(["source_id", "start_s"], kind="stable").reset_index(drop=True)
+    kept["joined"] = ""
+    if opts.join_max_pause_s <= 0 or kept.empty:
+        return kept
+    groups: list[list[int]] = []
+    for i, row in enumerate(kept.itertuples()):
+        if groups:
+            prev = kept.loc[groups[-1][-1]]
+            first = kept.loc[groups[-1][0]]
+            if (prev["source_id"] == row.source_id and row.start_s - prev["end_s"] <= opts.join_max_pause_s
+                    and row.end_s - first["start_s"] <= opts.max_duration_s
+                    and (not ends_sentence(prev["text"]) or _continues(row.text))):
+                groups[-1].append(i)
+                continue
+        groups.append([i])
+    rows = []
+    for group in groups:
+        if len(group) == 1:
+            rows.append(kept.loc[group[0]].to_dict())
+            continue
+        parts = kept.loc[group]
+        texts = [str(t).strip() for t in parts["text"]]
+        texts = [t[:-1] + "," if k + 1 < len(texts) and ends_sentence(t) and t[-1] in ".!?" else t
+                 for k, t in enumerate(texts)]
+        row = parts.iloc[0].to_dict()
+        offsets = (parts["start_s"] - row["start_s"]).tolist()
+        words = []
+        for offset, w in zip(offsets, parts["words"] if "words" in parts else []):
+            words += [{**x, "start_s": round(x["start_s"] + offset, 3), "end_s": round(x["end_s"] + offset, 3)}
+                      for x in json.loads(w or "[]")]
+        last = parts.iloc[-1]
+        text = " ".join(texts)
+        normalized = normalize(text, opts.language)
+        speech_s = float(parts["speech_s"].sum())
+        row.update({
+            "clip_id": f"{row['clip_id']}_{str(last['clip_id']).rsplit('_', 1)[-1]}",
+            "end_s": last["end_s"], "speech_end_s": last.get("speech_end_s", row.get("speech_end_s")),
+            "duration_s": round(float(last["end_s"] - row["start_s"]), 3),
+            "text": text, "normalized": normalized, "n_words": len(normalized.split()),
+            "speech_s": speech_s, "chars_per_s": spoken_chars(normalized) / speech_s if speech_s > 0 else 0.0,
+            "joined": json.dumps(parts["clip_id"].tolist()),
+            **({"words": json.dumps(words)} if "words" in parts else {}),
+        })
+        rows.append(row)
+    return pd.DataFrame(rows, columns=kept.columns)
+
+
+def write_joined(row, clips: pd.DataFrame, clips_dir: Path, path: Path) -> None:
+    """A joined clip's audio: its clips in order, with the gaps between them in the source as silence."""
+    from voicemill.audio import read_wav, write_wav
+
+    parts = clips.set_index("clip_id").loc[json.loads(row.joined)]
+    audio, rate, position = [], None, None
+    for part in parts.itertuples():
+        samples, rate = read_wav(Path(clips_dir) / part.path)
+        if position is not None:
+            audio.append(np.zeros(max(0, round((part.start_s - position) * rate)), dtype=np.float32))
+        audio.append(samples)
+        position = part.end_s
+    write_wav(path, np.concatenate(audio), rate)
 
 
 def split(ids: list[str], opts: DatasetOptions) -> set[str]:
@@ -462,6 +561,8 @@ def build_dataset(clips: pd.DataFrame, clips_dir: Path, transcripts: pd.DataFram
             _LOGGER.debug("filter %s: %s", reason, status)
     dropped = drop_counts(df)
     kept = df[df["kept"]].copy()
+    if len(kept) >= 2:
+        kept = join_sentences(kept, opts)
     if len(kept) < 2:
         worst = max(dropped, key=dropped.get)
         names = next(f.params for f in FILTERS if f.reason == worst)
@@ -472,13 +573,20 @@ def build_dataset(clips: pd.DataFrame, clips_dir: Path, transcripts: pd.DataFram
     val_ids = split(kept["clip_id"].tolist(), opts)
     kept["split"] = ["val" if c in val_ids else "train" for c in kept["clip_id"]]
     kept["wav"] = [f"wavs/{c}.wav" for c in kept["clip_id"]]
-    df["split"] = df["clip_id"].map(kept.set_index("clip_id")["split"]).fillna("")
-    df["wav"] = df["clip_id"].map(kept.set_index("clip_id")["wav"]).fillna("")
+    # A clip joined into another is listed under the joined clip's split and file.
+    member = {c: r.clip_id for r in kept.itertuples() if r.joined for c in json.loads(r.joined)}
+    owner = df["clip_id"].map(lambda c: member.get(c, c))
+    df["split"] = owner.map(kept.set_index("clip_id")["split"]).fillna("")
+    df["wav"] = owner.map(kept.set_index("clip_id")["wav"]).fillna("")
+    df["joined_into"] = df["clip_id"].map(lambda c: member.get(c, ""))
 
     wavs = out_dir / "wavs"
     wavs.mkdir(parents=True, exist_ok=True)
     for r in kept.itertuples():
-        _link_or_copy(Path(clips_dir) / r.path, out_dir / r.wav)
+        if r.joined:
+            write_joined(r, df, clips_dir, out_dir / r.wav)
+        else:
+            _link_or_copy(Path(clips_dir) / r.path, out_dir / r.wav)
     write_metadata(out_dir / "metadata.csv", kept)
     write_metadata(out_dir / "metadata_train.csv", kept[kept["split"] == "train"])
     write_metadata(out_dir / "metadata_val.csv", kept[kept["split"] == "val"])
@@ -489,6 +597,7 @@ def build_dataset(clips: pd.DataFrame, clips_dir: Path, transcripts: pd.DataFram
 
     summary = {
         "clips": int(len(kept)),
+        "joined": int((kept["joined"] != "").sum()),
         "train": int((kept["split"] == "train").sum()),
         "val": int((kept["split"] == "val").sum()),
         "hours": round(float(kept["duration_s"].sum() / 3600), 6),

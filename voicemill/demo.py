@@ -234,7 +234,7 @@ EPISODES: tuple[Episode, ...] = (
             Line("So tell me, where does a beginner start?", HOST, (), 0.15),
             Line("Start with flour, salt, yeast, and three hundred and fifty grams of water.", GUEST, (), 0.2),
             Line("That sounds simple enough, even for me.", HOST, (), 0.25),
-            Line("How long do you knead the dough before it rests for the first time?", HOST),
+            Line("How long do you work the dough before it rests for the first time?", HOST),
             Line("About ten minutes by hand, or until it feels smooth and springs back when you press it.",
                  GUEST, (), 0.15),
             Line("And a tray of boiling water goes into the oven with the bread, because the steam "

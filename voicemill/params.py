@@ -129,6 +129,9 @@ class TranscribeParams:
     fallback_model: str = opt("", "a second ASR model (e.g. base) for low-scored clips; empty = off")
     fallback_below: float = opt(-0.5, "avg_logprob (mean log word probability) below which a clip goes to "
                                 "fallback_model", le=0)
+    verify_model: str = opt("base", "a second ASR model that must hear the same words as model in every clip "
+                            "(spelling, numbers and spaces normalised); label_agrees records it and "
+                            "build_dataset.drop_unverified_labels drops the others; empty = off")
     use_subtitles: bool = opt(True, "take a clip's text from the source's human subtitles where their cues "
                               "fit the clip")
     subtitle_tolerance_s: float = opt(0.5, "cue timing slack at clip edges", "s", ge=0, le=10)
@@ -160,6 +163,8 @@ class BuildDatasetParams:
     min_speaker_similarity: float = opt(0.75, "drop clips less similar to the target speaker (the same voice "
                                         "~0.85-0.95); 0 = off", ge=0, le=1)
     drop_language_mismatch: bool = opt(True, "drop clips whose ASR language is not common.language")
+    drop_unverified_labels: bool = opt(True, "drop ASR clips on whose words transcribe.model and "
+                                       "transcribe.verify_model disagree")
     drop_hallucinations: bool = opt(True, "drop clips whose transcript carries a hallucination flag")
     min_confidence: float = opt(0.4, "drop ASR transcripts with a lower confidence (geometric mean of the word "
                                 "probabilities); 0 = off", ge=0, le=1)
@@ -167,6 +172,10 @@ class BuildDatasetParams:
                             "source (Tukey); 0 = off", ge=0)
     rate_min_clips: int = opt(8, "a source needs this many clips for a speaking-rate fence", ge=2)
     drop_duplicate_texts: bool = opt(True, "keep one clip per text (case and punctuation ignored)")
+    join_max_pause_s: float = opt(1.0, "join neighbouring kept clips of a source that say one sentence "
+                                  "(the first label does not end it, or the next goes on in lower case) when "
+                                  "they lie less than this apart and fit max_duration_s; 0 = never", "s", ge=0,
+                                  le=10)
 
     def __post_init__(self):
         if self.min_duration_s >= self.max_duration_s:

@@ -42,35 +42,20 @@ def edit_distance(ref: list, hyp: list) -> int:
     return prev[-1]
 
 
-def alignment(ref: list, hyp: list) -> list[str]:
-    """A least-cost edit path from ``ref`` to ``hyp``: "=" match, "s" substitution, "d" a ref word
-    missing from hyp, "i" a hyp word not in ref (among equal paths, substitutions before gaps)."""
-    n, m = len(ref), len(hyp)
-    cost = np.zeros((n + 1, m + 1), dtype=np.int32)
-    cost[:, 0], cost[0, :] = np.arange(n + 1), np.arange(m + 1)
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            cost[i, j] = min(cost[i - 1, j] + 1, cost[i, j - 1] + 1, cost[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]))
-    ops, i, j = [], n, m
-    while i or j:
-        if i and j and cost[i, j] == cost[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]):
-            ops.append("=" if ref[i - 1] == hyp[j - 1] else "s")
-            i, j = i - 1, j - 1
-        elif i and cost[i, j] == cost[i - 1, j] + 1:
-            ops.append("d")
-            i -= 1
-        else:
-            ops.append("i")
-            j -= 1
-    return ops[::-1]
-
-
 def edge_errors(reference: str, hypothesis: str, language: str = "en") -> tuple[bool, bool]:
-    """Whether the hypothesis lacks or adds a word at its start, and at its end (after normalising both)."""
-    ops = alignment(for_scoring(reference, language).split(), for_scoring(hypothesis, language).split())
-    if not ops:
-        return False, False
-    return ops[0] in "di", ops[-1] in "di"
+    """Whether the hypothesis lacks or adds a word at its start, and at its end (after normalising both).
+
+    A gap at an edge counts only when every least-cost alignment has it: "a
+    ticket costs" heard as "i take it cost" is misheard words, not a word
+    that went to the neighbouring clip.
+    """
+    ref, hyp = for_scoring(reference, language).split(), for_scoring(hypothesis, language).split()
+    if not ref or not hyp:
+        return (bool(ref) != bool(hyp),) * 2
+    best = edit_distance(ref, hyp)
+    start = (ref[0] != hyp[0]) + edit_distance(ref[1:], hyp[1:]) > best
+    end = (ref[-1] != hyp[-1]) + edit_distance(ref[:-1], hyp[:-1]) > best
+    return start, end
 
 
 def error_counts(reference: str, hypothesis: str, language: str = "en") -> dict:
