@@ -103,7 +103,7 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
         "export": lambda t: t > 4,
     }
     logs = {stage: _kill_during(stage, repo, env, ready[stage]) for stage in STAGES}
-    assert "resuming from" in logs["evaluate"] and "step 40 of 120" in logs["evaluate"]  # train went on from 40
+    assert "resuming from" in logs["evaluate"] and "step 40 of 100" in logs["evaluate"]  # train went on from 40
     out = run(["dvc", "repro"], repo, env)
     assert "Running stage 'export'" in out and "resuming from" not in out  # train finished in an earlier run
     assert not _leftovers(repo), _leftovers(repo)
@@ -127,7 +127,7 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
     assert (repo / "models" / "voice.onnx.json").exists()
     assert (repo / "reports" / "eval.html").exists()
     lines = (repo / "data" / "dataset" / "metadata.csv").read_text().splitlines()
-    assert len(lines) >= 30 and all(len(line.split("|")) == 3 for line in lines)
+    assert len(lines) >= 25 and all(len(line.split("|")) == 3 for line in lines)
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())
     for group, key in (("intelligibility", "wer"), ("intelligibility", "wer_gt"), ("quality", "dnsmos_ovrl"),
                        ("speaker", "similarity"), ("speed", "rtf_torch")):

@@ -21,10 +21,12 @@ Filters run in the order of :data:`FILTERS`, and every clip gets a verdict:
 ``drop_reason`` is the first filter it fails (what the counts count, so they
 add up to the clips dropped) and ``drop_reasons`` every filter it fails. The
 order puts the cheap and certain checks first (no transcript, length), then
-the audio (clipping, DNSMOS), the speaker, the transcript (language,
-hallucination, ASR confidence); the speaking-rate fence is computed on the
-clips that passed all of those, so bad clips do not widen it; duplicates come
-last, so the copy that is kept is one that passed everything else.
+the audio (clipping, DNSMOS), the speaker, the transcript (language, a
+second model's agreement, hallucination, ASR confidence); the speaking-rate
+fence is computed on the clips that passed all of those, so bad clips do not
+widen it; duplicates come last, so the copy that is kept is one that passed
+everything else. Kept neighbours that say one sentence are then joined
+(:func:`join_sentences`).
 
 A filter whose column is missing (a manifest from an older segment or
 transcribe) or was not measured (all NaN: scoring was off) is inactive and says

@@ -195,7 +195,7 @@ class TrainParams:
                          "wrote; empty = from scratch (needs many hours)")
     epochs: int = opt(1000, "passes over the training clips; whichever of epochs and max_steps ends first",
                       "epochs", ge=1)
-    max_steps: int = opt(120, "optimiser steps; 0 = no limit. The demo's CPU budget; a GPU run: 5000-20000",
+    max_steps: int = opt(100, "optimiser steps; 0 = no limit. The demo's CPU budget; a GPU run: 5000-20000",
                          "steps", ge=0)
     warmup_steps: int = opt(60, "from a Piper voice: steps in which only the parts it lacks (posterior "
                             "encoder, discriminator) learn", "steps", ge=0)
