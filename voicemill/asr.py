@@ -343,7 +343,11 @@ def transcribe_clips(model, audios: list[np.ndarray], language: str | None | lis
     decoded alone by ``WhisperModel.transcribe`` with Whisper's usual
     temperature fallback (seeded, so reruns agree). A clip longer than a
     window is always decoded alone, and so is a packed clip in which the
-    window's decoder heard no word (it sometimes skips a sentence).
+    window's decoder heard no word (it sometimes skips a sentence), and a
+    packed clip with a doubtful edge (:func:`doubtful_edges`) together with
+    the neighbour on that side; ``edge_check`` then says whether the words
+    decoded alone were the same (``confirmed``) or not (``mended``), and
+    the alone result is kept.
 
     Per-clip scores stay per clip: ``avg_logprob`` is the mean over the clip's
     own words of the log of the word probability (faster-whisper's word
@@ -407,7 +411,7 @@ def transcribe_clips(model, audios: list[np.ndarray], language: str | None | lis
     return results  # type: ignore[return-value]
 
 
-#: A packed word that reaches this far beyond its clip's audio (into the silence between clips) makes the
+#: A packed word whose middle lies this far beyond its clip's audio (in the silence between clips) makes the
 #: edge doubtful: Whisper's word times drift at the edges, and the word may belong to the neighbour.
 EDGE_SLACK_S = 0.2
 

@@ -94,7 +94,8 @@ LONG_SILENCE_S = 2.0
 
 @dataclass(frozen=True)
 class Line:
-    """One sentence of an episode, its speaker, impairments and an optional long pause before it."""
+    """One sentence of an episode, its speaker, impairments and the pause before it (seconds; None: a
+    seeded draw from :data:`PAUSE_RANGE_S`)."""
 
     text: str
     speaker: str = HOST

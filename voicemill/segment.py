@@ -6,16 +6,21 @@ The cut policy, in order:
    not. A run of speech frames shorter than ``min_speech_ms`` is a blip (a
    click, a cough) and counts as non-speech. Speech frames separated by less
    than ``min_pause_ms`` of non-speech belong to one *region*; a pause at
-   least that long ends a region.
-2. A region longer than ``max_duration_s`` is split at its longest internal
+   least that long ends a region. A steady sound (a music intro, a hum:
+   :func:`steady_beds`) is not speech, and frames close to the local noise
+   floor are pause (:func:`gate_by_level`).
+2. A region in which the voice changes at a pause of at least
+   ``turn_pause_ms`` is cut there (:func:`split_turns`: a guest answering
+   quickly), when speaker scoring is on.
+3. A region longer than ``max_duration_s`` is split at its longest internal
    pause (a shorter run of non-speech frames), recursively, so a cut never
    lands inside a word. A region with no internal pause at all is split at
    its quietest frame, which is the best guess left.
-3. A region shorter than ``min_duration_s`` is merged with the nearer
+4. A region shorter than ``min_duration_s`` is merged with the nearer
    neighbour when the pause between them is short (under ``2 *
    min_pause_ms``) and the result still fits ``max_duration_s``; otherwise it
    is dropped and counted.
-4. Each clip keeps ``padding_ms`` of the surrounding audio on both sides (but
+5. Each clip keeps ``padding_ms`` of the surrounding audio on both sides (but
    never more than half the pause to its neighbour), so no word loses its
    onset or its tail.
 
@@ -754,62 +759,9 @@ def segment_source(source_id: str, audio: Path, out_dir: Path, rate: int, policy
         total_s = sc.samples / rate
         frame_s = policy.frame_ms / 1000
         fd = os.open(spill, os.O_RDONLY)
-
-        def embed(start: int, end: int) -> np.ndarray:
-            a, b = round(start * frame_s * rate), min(sc.samples, round(end * frame_s * rate))
-            e = speaker_encoder().embed(np.frombuffer(os.pread(fd, (b - a) * 4, a * 4), dtype=np.float32), rate)
-            return e / (np.linalg.norm(e) + 1e-12)
-
         try:
-            regions, dropped, vad_flags = plan_regions(sc.flags, sc.energy_db, policy,
-                                                       embed if opts.speaker else None)
-        except BaseException:
-            os.close(fd)
-            raise
-        cuts = cuts_from_regions(regions, total_s, policy, vad_flags)
-        score = scorers(opts.dnsmos, opts.speaker) if (opts.dnsmos or opts.speaker) else None
-        meter = LoudnessMeter(rate)
-        lock = threading.Lock()
-
-        def one(i: int) -> tuple[dict, np.ndarray | None]:
-            cut = cuts[i]
-            a, b = round(cut.start_s * rate), round(cut.end_s * rate)
-            clip = np.frombuffer(os.pread(fd, (b - a) * 4, a * 4), dtype=np.float32)
-            fa = int(cut.start_s / frame_s)
-            fb = max(fa + 1, int(cut.end_s / frame_s))
-            measures = measure(clip, rate, meter)
-            out = normalise(clip, rate, measures["loudness_lufs"], opts.target_lufs, opts.true_peak_dbfs,
-                            opts.fade_ms)
-            clip_id = f"{source_id}_{i:04d}"
-            path = f"wavs/{clip_id}.wav"
-            write_wav(out_dir / path, out, rate)
-            row = {
-                "clip_id": clip_id, "source_id": source_id, "path": path,
-                "start_s": round(cut.start_s, 3), "end_s": round(cut.end_s, 3),
-                "speech_start_s": round(cut.speech_start_s, 3), "speech_end_s": round(cut.speech_end_s, 3),
-                "duration_s": round(len(out) / rate, 3), "sample_rate": rate,
-                "source_text": source_text if source_text and len(cuts) == 1 else "",
-                **{k: round(v, 4) for k, v in measures.items()},
-                "silence_share": round(1.0 - float(np.mean(sc.flags[fa:fb])) if fb > fa else 1.0, 4),
-                "snr_db": round(snr_db(sc.energy_db[fa:fb]), 2),
-                "bandwidth_hz": round(bandwidth_hz(clip, rate), 1),
-                "dnsmos_sig": NAN, "dnsmos_bak": NAN, "dnsmos_ovrl": NAN,
-                "speaker_similarity": NAN, "speaker_consistency": NAN, "speaker_change": False,
-                "speaker_reference": "",
-            }
-            embedding = None
-            if score is not None:
-                with lock:  # the models run one clip at a time; the rest of the work overlaps
-                    scores, embedding = score(out, rate)
-                row.update(scores)
-                if embedding is not None:
-                    row["speaker_change"] = bool(row["speaker_consistency"] < opts.speaker_change_below)
-            return row, embedding
-
-        try:
-            # numpy, soxr, scipy and libsndfile release the GIL: two threads keep two cores busy.
-            with ThreadPoolExecutor(CLIP_THREADS) as pool:
-                done = list(pool.map(one, range(len(cuts))))
+            done, dropped = _cut_and_measure(sc, fd, total_s, frame_s, source_id, out_dir, rate, policy, opts,
+                                             source_text)
         finally:
             os.close(fd)
     finally:
@@ -818,6 +770,62 @@ def segment_source(source_id: str, audio: Path, out_dir: Path, rate: int, policy
     embeddings = [e for _, e in done if e is not None]
     speech_s = float(np.sum(sc.flags)) * frame_s
     return SourceResult(source_id, rows, np.array(embeddings) if embeddings else None, dropped, total_s, speech_s)
+
+
+def _cut_and_measure(sc: Scan, fd: int, total_s: float, frame_s: float, source_id: str, out_dir: Path, rate: int,
+                     policy: CutPolicy, opts: ClipOptions, source_text: str) -> tuple[list, int]:
+    """Plan the cuts of a scanned source, then cut, measure, normalise and write each clip (reading the
+    audio from the spill file ``fd``); each clip's (row, embedding) and the short regions dropped."""
+
+    def embed(start: int, end: int) -> np.ndarray:
+        a, b = round(start * frame_s * rate), min(sc.samples, round(end * frame_s * rate))
+        e = speaker_encoder().embed(np.frombuffer(os.pread(fd, (b - a) * 4, a * 4), dtype=np.float32), rate)
+        return e / (np.linalg.norm(e) + 1e-12)
+
+    regions, dropped, vad_flags = plan_regions(sc.flags, sc.energy_db, policy, embed if opts.speaker else None)
+    cuts = cuts_from_regions(regions, total_s, policy, vad_flags)
+    score = scorers(opts.dnsmos, opts.speaker) if (opts.dnsmos or opts.speaker) else None
+    meter = LoudnessMeter(rate)
+    lock = threading.Lock()
+
+    def one(i: int) -> tuple[dict, np.ndarray | None]:
+        cut = cuts[i]
+        a, b = round(cut.start_s * rate), round(cut.end_s * rate)
+        clip = np.frombuffer(os.pread(fd, (b - a) * 4, a * 4), dtype=np.float32)
+        fa = int(cut.start_s / frame_s)
+        fb = max(fa + 1, int(cut.end_s / frame_s))
+        measures = measure(clip, rate, meter)
+        out = normalise(clip, rate, measures["loudness_lufs"], opts.target_lufs, opts.true_peak_dbfs,
+                        opts.fade_ms)
+        clip_id = f"{source_id}_{i:04d}"
+        path = f"wavs/{clip_id}.wav"
+        write_wav(out_dir / path, out, rate)
+        row = {
+            "clip_id": clip_id, "source_id": source_id, "path": path,
+            "start_s": round(cut.start_s, 3), "end_s": round(cut.end_s, 3),
+            "speech_start_s": round(cut.speech_start_s, 3), "speech_end_s": round(cut.speech_end_s, 3),
+            "duration_s": round(len(out) / rate, 3), "sample_rate": rate,
+            "source_text": source_text if source_text and len(cuts) == 1 else "",
+            **{k: round(v, 4) for k, v in measures.items()},
+            "silence_share": round(1.0 - float(np.mean(sc.flags[fa:fb])) if fb > fa else 1.0, 4),
+            "snr_db": round(snr_db(sc.energy_db[fa:fb]), 2),
+            "bandwidth_hz": round(bandwidth_hz(clip, rate), 1),
+            "dnsmos_sig": NAN, "dnsmos_bak": NAN, "dnsmos_ovrl": NAN,
+            "speaker_similarity": NAN, "speaker_consistency": NAN, "speaker_change": False,
+            "speaker_reference": "",
+        }
+        embedding = None
+        if score is not None:
+            with lock:  # the models run one clip at a time; the rest of the work overlaps
+                scores, embedding = score(out, rate)
+            row.update(scores)
+            if embedding is not None:
+                row["speaker_change"] = bool(row["speaker_consistency"] < opts.speaker_change_below)
+        return row, embedding
+
+    # numpy, soxr, scipy and libsndfile release the GIL: two threads keep two cores busy.
+    with ThreadPoolExecutor(CLIP_THREADS) as pool:
+        return list(pool.map(one, range(len(cuts)))), dropped
 
 
 def segment_job(args: tuple) -> tuple[SourceResult | None, str | None]:

@@ -23,7 +23,7 @@ end and the span of each of its words, in seconds of the source. The measures:
     all the target speaker's. Only when the clips carry a similarity.
 ``target_speech_kept_share``
     The share of the target speaker's speech (sentence time) that lies inside
-    those kept clips.
+    those kept clips; also per source (``per_source``).
 
 :func:`truth_counts` does the same for transcripts: WER/CER counts of clip
 texts against the sentences they cover. :func:`clip_labels` checks each clip's
