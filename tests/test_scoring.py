@@ -88,21 +88,12 @@ def speech(piper_voice):
 
 
 def _through(codec: str, audio: np.ndarray, rate: int, folder) -> np.ndarray:
-    """The audio after a round trip through a lossy codec with ffmpeg ('' = none)."""
-    import subprocess
-
-    import soundfile as sf
+    """The audio after a round trip through a lossy codec with ffmpeg ('' = none), as the demo's podcast has."""
+    from voicemill.demo import lossy_round_trip
 
     if not codec:
         return audio
-    sf.write(folder / "in.wav", audio, rate, subtype="PCM_16")
-    suffix, bitrate = {"mp3": (".mp3", "128k"), "mp3-64": (".mp3", "64k"), "aac": (".m4a", "96k")}[codec]
-    encoded = folder / f"coded{suffix}"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(folder / "in.wav"), "-b:a", bitrate,
-                    str(encoded)], check=True)
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(encoded), "-ar", str(rate), "-ac", "1",
-                    str(folder / "out.wav")], check=True)
-    return sf.read(folder / "out.wav", dtype="float32")[0]
+    return lossy_round_trip(audio, rate, {"mp3": "mp3:128k", "mp3-64": "mp3:64k", "aac": "aac:96k"}[codec], folder)
 
 
 def _windows(audio: np.ndarray, rate: int, seconds: float = 3.0) -> list[np.ndarray]:

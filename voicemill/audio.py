@@ -6,6 +6,8 @@ otherwise.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import shutil
 import subprocess
@@ -131,6 +133,14 @@ def half_cycle_peaks(samples: np.ndarray, min_length: int = 3) -> np.ndarray:
     return np.maximum.reduceat(np.abs(x), starts)[lengths >= min_length]
 
 
+@functools.cache
+def _pileup_lowpass(rate: int) -> np.ndarray:
+    """The low-pass :func:`peak_pileup` reads peaks through, designed once per rate."""
+    from scipy.signal import butter
+
+    return butter(4, PILEUP_LOWPASS_HZ, fs=rate, output="sos")
+
+
 def peak_pileup(samples: np.ndarray, rate: int) -> float:
     """The share of half-cycle peaks within 10 % of the clip's top: clipping at any level, after any codec.
 
@@ -151,11 +161,11 @@ def peak_pileup(samples: np.ndarray, rate: int) -> float:
     6 dB is within clean speech's spread and is not detected. NaN for clips
     too short to tell (under 100 half-cycles).
     """
-    from scipy.signal import butter, sosfiltfilt
+    from scipy.signal import sosfiltfilt
 
     x = np.asarray(samples, dtype=np.float64)
     if x.size > 30 and rate > 2 * PILEUP_LOWPASS_HZ:
-        x = sosfiltfilt(butter(4, PILEUP_LOWPASS_HZ, fs=rate, output="sos"), x)
+        x = sosfiltfilt(_pileup_lowpass(rate), x)
     peaks = half_cycle_peaks(x)
     if peaks.size < 100:
         return float("nan")

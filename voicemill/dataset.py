@@ -399,7 +399,7 @@ def join_sentences(kept: pd.DataFrame, opts: DatasetOptions) -> pd.DataFrame:
             continue
         parts = kept.loc[group]
         texts = [str(t).strip() for t in parts["text"]]
-        texts = [t[:-1] + "," if k + 1 < len(texts) and ends_sentence(t) and t[-1] in ".!?" else t
+        texts = [t[:-1] + "," if k + 1 < len(texts) and t.endswith((".", "!", "?")) else t
                  for k, t in enumerate(texts)]
         row = parts.iloc[0].to_dict()
         offsets = (parts["start_s"] - row["start_s"]).tolist()

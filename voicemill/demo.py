@@ -52,11 +52,12 @@ from pathlib import Path
 
 import numpy as np
 import soxr
-from scipy.signal import lfilter
+from scipy.signal import correlate, lfilter
 
 from voicemill.audio import sound_bounds, write_wav
 from voicemill.errors import VoicemillError
 from voicemill.fsutil import atomic_path
+from voicemill.scoring import edit_distance
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -492,16 +493,6 @@ def write_episode(voice, episode: Episode, out_dir: Path, seed: int) -> dict:
 _NOT_PHONES = str.maketrans("", "", "ˈˌːʲ.,;:!?\"'()- ")
 
 
-def _distance(a: str, b: str) -> float:
-    """Levenshtein distance of two phoneme strings over the longer length (0 same, 1 nothing alike)."""
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1] / max(1, len(a), len(b))
-
-
 def word_texts(voice, text: str, spoken: list[str], max_cost: float = 0.4) -> list[str]:
     """The written words of a line laid on its spoken words: one string per spoken word; [] when unsure.
 
@@ -521,6 +512,10 @@ def word_texts(voice, text: str, spoken: list[str], max_cost: float = 0.4) -> li
     wp = ["ɐ" if w.lower() == "a" else "".join(c for sentence in voice.phonemize(w) for c in sentence)
           .translate(_NOT_PHONES) for w in written]
     sp = [w.translate(_NOT_PHONES) for w in spoken]
+
+    def _distance(x: str, y: str) -> float:  # 0 the same phonemes, 1 nothing alike
+        return edit_distance(list(x), list(y)) / max(1, len(x), len(y))
+
     n, m = len(written), len(sp)
     cost = np.full((n + 1, m + 1), np.inf)
     cost[0, 0] = 0.0
@@ -576,15 +571,13 @@ def lossy_round_trip(samples: np.ndarray, rate: int, encoding: str, tmp_dir: Pat
 
 
 def _lag(a: np.ndarray, b: np.ndarray, rate: int) -> int:
-    """Samples by which ``b`` lags ``a``, by cross-correlating a loud stretch (+-50 ms)."""
-    loud = int(np.argmax(np.abs(a)))
-    lo, hi = max(0, loud - rate // 2), min(len(a), len(b), loud + rate // 2)
+    """Samples by which ``b`` lags ``a`` (within +-50 ms), by cross-correlating a second around ``a``'s peak."""
     span = rate // 20
-    x = a[lo:hi].astype(np.float64)
-    best = max(range(-span, span + 1),
-               key=lambda k: float(np.dot(x[span:-span], b[lo + span + k:hi - span + k].astype(np.float64)))
-               if lo + span + k >= 0 and hi - span + k <= len(b) else -np.inf)
-    return best
+    loud = int(np.argmax(np.abs(a)))
+    lo = min(max(span, loud - rate // 2), max(span, len(b) - rate - span))
+    x = a[lo:lo + rate].astype(np.float64)
+    y = b[lo - span:lo + rate + span].astype(np.float64)
+    return int(np.argmax(correlate(y, x, mode="valid"))) - span
 
 
 def write_reference(voice, path: Path) -> float:

@@ -67,7 +67,7 @@ import scipy.fft
 import soxr
 import webrtcvad
 from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.ndimage import percentile_filter
+from scipy.ndimage import percentile_filter, uniform_filter1d
 from scipy.signal import sosfilt
 
 from voicemill import scoring
@@ -197,8 +197,6 @@ def steady_beds(energy_db: np.ndarray, policy: CutPolicy) -> np.ndarray:
     Such a run is no speech (a pause), so a music intro does not open the
     first clip and make it a two-voice clip.
     """
-    from scipy.ndimage import uniform_filter1d
-
     size = max(3, int(BED_WINDOW_S * 1000 / policy.frame_ms))
     level = np.maximum(energy_db, -100.0)
     mean = uniform_filter1d(level, size, mode="nearest")
@@ -325,6 +323,8 @@ def split_turns(region: Region, flags: np.ndarray, policy: CutPolicy, embed: Emb
     pauses = turn_pauses(region, flags, policy)
     if not pauses:
         return [region]
+    # The speech after one pause is often the speech before the next: embed each span once.
+    embed = functools.lru_cache(maxsize=None)(embed)
     window = int(TURN_WINDOW_S * 1000 / policy.frame_ms)
     least = int(TURN_MIN_WINDOW_S * 1000 / policy.frame_ms)
     speech = np.flatnonzero(flags[region.start : region.end]) + region.start
