@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up voicemill on this machine: the system package ffmpeg, a virtual
 # environment in .venv, and the pinned Python packages. Safe to rerun: it
-# skips what is already in place.
+# skips what is already in place. Ends with `pip install -e .`: the `voicemill` command.
 #   scripts/setup.sh          what the pipeline needs
 #   scripts/setup.sh --test   also Chromium, which the report test drives headless
 set -euo pipefail
@@ -50,5 +50,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
   echo "$want" > "$stamp"
+fi
+# voicemill itself, editable: puts the `voicemill` command (speak, serve, voices) in $VENV/bin
+if [ ! -x "$VENV/bin/voicemill" ] || ! "$VENV/bin/python" -c "import voicemill.serve" 2>/dev/null; then
+  echo "setup: installing voicemill (editable) and its command"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e .
 fi
 echo "setup: ready ($VENV, $("$VENV/bin/python" --version), ffmpeg $(ffmpeg -version | head -1 | cut -d' ' -f3))"

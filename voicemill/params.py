@@ -476,6 +476,44 @@ def defaults_from(*sections: str):
     return decorate
 
 
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """A ``--flag`` per field of an option dataclass (``max_chars`` -> ``--max-chars``), help from its declaration.
+
+    For options of a command rather than of the pipeline (``voicemill serve``):
+    declared once with :func:`opt`, parsed and checked by :func:`from_arguments`.
+    """
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        shown = _shown(_default(f))
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{describe(f)} (default: {shown})")
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
+                                help=f"{describe(f)} (default: {shown})")
+
+
+def from_arguments(cls: type, namespace: argparse.Namespace, what: str = "option"):
+    """The option dataclass from parsed :func:`add_arguments` flags: types converted, ranges checked."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        raw = getattr(namespace, f.name, None)
+        if raw is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(raw, str) and hints[f.name] in (int, float):
+            try:
+                raw = hints[f.name](raw)
+            except ValueError:
+                raise ParamsError(f"{flag}: expected {_type_name(hints[f.name])}, got {raw!r}") from None
+        values[f.name] = _check_value(_check_type(raw, hints[f.name], flag), f, flag)
+    try:
+        return cls(**values)
+    except ParamsError as e:
+        raise ParamsError(f"{what}: {e}") from None
+
+
 def defaults() -> dict:
     """Every section with its default values, as plain dicts (what the shipped params.yaml holds)."""
     return {name: {f.name: _default(f) for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()}

@@ -1,0 +1,241 @@
+"""The HTTP API and the web page (FastAPI; ``voicemill serve`` runs it on uvicorn).
+
+Routes (OpenAPI docs at ``/docs``, the schema at ``/openapi.json``):
+
+- ``GET  /``                 the web page: type text, pick a voice and speed, play, download;
+- ``GET  /api/voices``       the voices, each with its language, sample rate and default scales;
+- ``POST /api/synthesize``   JSON ``{text, voice?, noise_scale?, length_scale?, noise_w?, format?, stream?}``
+                             -> ``audio/wav`` or raw 16-bit mono PCM (``audio/L16``); ``stream``
+                             sends each sentence as soon as it is synthesized;
+- ``POST /v1/audio/speech``  OpenAI's shape ``{model, input, voice, response_format?, speed?}``
+                             (wav or pcm, always streamed); OpenAI's own voice names
+                             (alloy, nova, ...) mean the default voice;
+- ``GET  /health``           ok, the voices, the workers and what they are doing;
+- ``GET  /metrics``          Prometheus text: requests by route and status, rejections, timeouts,
+                             characters, seconds synthesized and of audio.
+
+Every refusal is a 4xx or 5xx whose JSON ``detail`` says what was wrong and
+what to do: text too long (413), text that cannot be read, an empty text or
+scales out of range (422), an unknown voice (404), an unsupported format
+(400), every worker busy and the queue full (503 with ``Retry-After``), past
+the deadline (504).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from voicemill import __version__
+from voicemill.serve.engine import Scales, TextError, Voice, VoiceSet, first_chunk, to_pcm16
+from voicemill.serve.limits import Admission, Busy, ServeOptions, Timeout
+
+_LOGGER = logging.getLogger(__name__)
+PAGE = Path(__file__).with_name("page")
+#: OpenAI's built-in voice names; a client that sends one gets the default voice.
+OPENAI_VOICES = {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
+
+
+def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
+    """A 44-byte header of 16-bit mono WAV; ``data_bytes`` None: a stream of unknown length (sizes at maximum)."""
+    size = 0xFFFFFFFF - 36 if data_bytes is None else data_bytes
+    return b"RIFF" + struct.pack("<I", min(0xFFFFFFFF, 36 + size)) + b"WAVEfmt " + \
+        struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) + b"data" + struct.pack("<I", size)
+
+
+class SynthesizeRequest(BaseModel):
+    text: str = Field(description="what to say (numbers, dates and money are read as the training text was)")
+    voice: str | None = Field(None, description="a name from /api/voices; default: the first voice")
+    noise_scale: float | None = Field(None, description="variation, 0 .. 2; default: the voice's")
+    length_scale: float | None = Field(None, description="1/speed, 0.25 .. 4; default: the voice's")
+    noise_w: float | None = Field(None, description="rhythm variation, 0 .. 2; default: the voice's")
+    format: Literal["wav", "pcm"] = Field("wav", description="wav, or pcm: raw 16-bit little-endian mono")
+    stream: bool = Field(False, description="send each sentence as soon as it is synthesized")
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI's ``/v1/audio/speech`` body."""
+
+    model: str = Field("voicemill", description="accepted and ignored (the voice picks the model)")
+    input: str = Field(description="what to say")
+    voice: str = Field("alloy", description="a voicemill voice name; OpenAI's names mean the default voice")
+    response_format: str = Field("wav", description="wav or pcm (mp3, opus, aac, flac: not offered)")
+    speed: float = Field(1.0, description="0.25 .. 4")
+    instructions: str | None = Field(None, description="accepted and ignored")
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, detail: str, headers: dict | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers or {}
+
+
+def _text_status(error: TextError) -> int:
+    return 413 if "the most one request may ask" in str(error) else 422
+
+
+def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | None = None) -> FastAPI:
+    """The app over ``voices``, bounded by ``admission`` (shared with the Wyoming server when both run)."""
+    admission = admission or Admission(options.worker_count(), options.queue, options.timeout_s)
+    app = FastAPI(title="voicemill", version=__version__,
+                  description="Speech from voicemill (Piper) voices: synthesis, streaming, OpenAI's speech API.")
+    app.state.admission, app.state.voices = admission, voices
+    max_body = options.max_chars * 4 + 4096
+
+    @app.middleware("http")
+    async def count_and_bound(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_body:
+            response = JSONResponse({"detail": f"request body of {int(length)} bytes; the most is {max_body} "
+                                               f"(text up to {options.max_chars} characters)"}, status_code=413)
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        admission.count_status(getattr(route, "path", "other"), response.status_code)
+        return response
+
+    @app.exception_handler(HttpError)
+    async def http_error(_request, e: HttpError):
+        return JSONResponse({"detail": e.detail}, status_code=e.status, headers=e.headers)
+
+    def voice_for(name: str | None) -> Voice:
+        try:
+            return voices.get(name)
+        except KeyError:
+            raise HttpError(404, f"unknown voice {name!r}; voices: {', '.join(voices.names())} "
+                                 f"(GET /api/voices)") from None
+
+    def prepare(voice: Voice, text: str, **scales) -> tuple[list[str], Scales]:
+        try:
+            chosen = voice.scales.override(**scales)
+            return voice.sentences(text, options.max_chars), chosen
+        except TextError as e:
+            raise HttpError(_text_status(e), str(e)) from None
+
+    def admit():
+        try:
+            return admission.admit()
+        except Busy as e:
+            raise HttpError(503, str(e), {"Retry-After": str(e.retry_after)}) from None
+
+    async def whole(voice: Voice, sentences: list[str], scales: Scales) -> bytes:
+        with admit() as ticket:
+            try:
+                pcm = [to_pcm16(await admission.run(ticket, voice.synthesize_sentence, s, scales))
+                       for s in sentences]
+            except Timeout as e:
+                raise HttpError(504, str(e)) from None
+            except TextError as e:
+                raise HttpError(422, str(e)) from None
+        data = b"".join(pcm)
+        admission.count_audio(len(sentences), sum(map(len, sentences)), len(data) / 2 / voice.sample_rate)
+        return data
+
+    def streamed(voice: Voice, sentences: list[str], scales: Scales, wav: bool) -> StreamingResponse:
+        ticket = admit()  # a refusal is a plain 503 before any byte is sent
+
+        async def body():
+            sent = 0
+            try:
+                if wav:
+                    yield wav_header(voice.sample_rate)
+                for sentence in first_chunk(sentences, options.first_chunk_chars):
+                    audio = await admission.run(ticket, voice.synthesize_sentence, sentence, scales)
+                    admission.count_audio(1, len(sentence), audio.size / voice.sample_rate)
+                    sent += 1
+                    yield to_pcm16(audio)
+            except (Timeout, TextError) as e:  # the status is sent already: the stream ends short
+                _LOGGER.warning("stream stopped after %d of %d sentence(s): %s", sent, len(sentences), e)
+            finally:
+                ticket.release()
+        return StreamingResponse(body(), media_type=_media(voice, wav), headers=_audio_headers(voice))
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(PAGE / "index.html", media_type="text/html")
+
+    @app.get("/api/voices", summary="The voices this server speaks with")
+    async def list_voices():
+        out = []
+        for name in voices.names():
+            try:
+                out.append({**voices.get(name).info(), "default": name == voices.default})
+            except Exception as e:  # noqa: BLE001 - one broken voice is listed with its error, the rest still work
+                out.append({"name": name, "error": str(e)})
+        return out
+
+    @app.post("/api/synthesize", summary="Text to speech (WAV or raw PCM, whole or streamed by sentence)",
+              responses={200: {"content": {"audio/wav": {}, "audio/L16": {}}}})
+    async def synthesize(req: SynthesizeRequest):
+        voice = voice_for(req.voice)
+        sentences, scales = prepare(voice, req.text, noise_scale=req.noise_scale,
+                                    length_scale=req.length_scale, noise_w=req.noise_w)
+        wav = req.format == "wav"
+        if req.stream:
+            return streamed(voice, sentences, scales, wav)
+        data = await whole(voice, sentences, scales)
+        body = wav_header(voice.sample_rate, len(data)) + data if wav else data
+        return Response(body, media_type=_media(voice, wav), headers=_audio_headers(voice))
+
+    @app.post("/v1/audio/speech", summary="OpenAI-compatible speech (wav or pcm, streamed)",
+              responses={200: {"content": {"audio/wav": {}, "audio/pcm": {}}}})
+    async def openai_speech(req: SpeechRequest):
+        name = None if req.voice in OPENAI_VOICES and req.voice not in voices.paths else req.voice
+        voice = voice_for(name)
+        fmt = req.response_format.lower()
+        if fmt not in ("wav", "pcm"):
+            raise HttpError(400, f"response_format {req.response_format!r} is not offered; use wav or pcm "
+                                 f"(pcm: 16-bit little-endian mono at {voice.sample_rate} Hz)")
+        if not 0.25 <= req.speed <= 4.0:
+            raise HttpError(422, f"speed {req.speed!r} is out of range; allowed 0.25 .. 4")
+        sentences, scales = prepare(voice, req.input, length_scale=voice.scales.length_scale / req.speed)
+        return streamed(voice, sentences, scales, fmt == "wav")
+
+    @app.get("/health", summary="Liveness, voices and load")
+    async def health():
+        snap = admission.snapshot()
+        return {"status": "ok", "version": __version__, "voices": voices.names(),
+                **{k: snap[k] for k in ("workers", "capacity", "active", "running")}}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics():
+        return PlainTextResponse(prometheus(admission.snapshot()), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def _media(voice: Voice, wav: bool) -> str:
+    return "audio/wav" if wav else f"audio/L16;rate={voice.sample_rate};channels=1"
+
+
+def _audio_headers(voice: Voice) -> dict:
+    return {"X-Sample-Rate": str(voice.sample_rate), "X-Voice": voice.name, "Cache-Control": "no-store"}
+
+
+def prometheus(snap: dict) -> str:
+    """Counters and gauges in Prometheus's text format."""
+    lines = ["# HELP voicemill_requests_total HTTP requests by route and status",
+             "# TYPE voicemill_requests_total counter"]
+    for (route, status), n in sorted(snap["by_status"].items()):
+        lines.append(f'voicemill_requests_total{{route="{route}",status="{status}"}} {n}')
+    for name, kind, key, doc in (
+            ("admitted_total", "counter", "admitted", "requests given a place"),
+            ("rejected_busy_total", "counter", "rejected_busy", "requests turned away with 503 (queue full)"),
+            ("timeouts_total", "counter", "timeouts", "requests stopped at their deadline"),
+            ("sentences_total", "counter", "sentences", "sentences synthesized"),
+            ("characters_total", "counter", "chars", "characters of normalised text synthesized"),
+            ("synthesis_seconds_total", "counter", "synth_seconds", "seconds spent synthesizing"),
+            ("audio_seconds_total", "counter", "audio_seconds", "seconds of audio produced"),
+            ("active", "gauge", "active", "requests admitted and not finished (waiting, running, streaming)"),
+            ("running", "gauge", "running", "syntheses running now"),
+            ("workers", "gauge", "workers", "syntheses that may run at once"),
+            ("capacity", "gauge", "capacity", "requests admitted at most (workers + queue)")):
+        lines += [f"# HELP voicemill_{name} {doc}", f"# TYPE voicemill_{name} {kind}",
+                  f"voicemill_{name} {snap[key]}"]
+    return "\n".join(lines) + "\n"
