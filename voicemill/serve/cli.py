@@ -168,7 +168,13 @@ async def serve(options, voice_paths: dict[str, Path], ready=None) -> int:
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5, access_log=False)
     server = uvicorn.Server(config)
+    sock.listen(2048)  # connections wait in the backlog from here on, not refused while uvicorn starts
     tasks = [asyncio.create_task(server.serve(sockets=[sock]))]
+    while not server.started:
+        if tasks[0].done():
+            tasks[0].result()
+            raise VoicemillError("the HTTP server stopped while starting")
+        await asyncio.sleep(0.02)
     wyoming_port = None
     if options.wyoming_port:
         from wyoming.server import AsyncTcpServer

@@ -75,7 +75,8 @@ class Scales:
         for name, value in given.items():
             lo, hi = self.RANGES[name]
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= float(value) <= hi:
-                raise TextError(f"{name} {value!r} is out of range; allowed {lo:g} .. {hi:g}")
+                raise TextError(f"{name} {value:g} is out of range; allowed {lo:g} .. {hi:g}" if isinstance(
+                    value, (int, float)) else f"{name} {value!r} is not a number; allowed {lo:g} .. {hi:g}")
         return replace(self, **{k: float(v) for k, v in given.items()})
 
     def array(self) -> np.ndarray:
@@ -294,7 +295,7 @@ def find_voices(paths: list[Path], include_joe: bool = True) -> dict[str, Path]:
         else:
             raise VoiceError(f"{path}: no such voice file or folder")
     joe = bundled_joe() if include_joe else None
-    if joe is not None and "joe" not in found:
+    if joe is not None and "joe" not in found and joe.resolve() not in {p.resolve() for p in found.values()}:
         found["joe"] = joe
     return found
 

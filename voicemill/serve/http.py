@@ -23,6 +23,7 @@ the deadline (504).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from pathlib import Path
@@ -146,6 +147,7 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
                 if wav:
                     yield wav_header(voice.sample_rate)
                 for sentence in first_chunk(sentences, options.first_chunk_chars):
+                    ticket.renew()  # a stream's deadline is per sentence: a long text may take its time
                     audio = await admission.run(ticket, voice.synthesize_sentence, sentence, scales)
                     admission.count_audio(1, len(sentence), audio.size / voice.sample_rate)
                     sent += 1
@@ -154,7 +156,8 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
                 _LOGGER.warning("stream stopped after %d of %d sentence(s): %s", sent, len(sentences), e)
             finally:
                 ticket.release()
-        return StreamingResponse(body(), media_type=_media(voice, wav), headers=_audio_headers(voice))
+        return StalledClientGuard(body(), ticket, admission, media_type=_media(voice, wav),
+                                  headers=_audio_headers(voice))
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -208,6 +211,42 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
         return PlainTextResponse(prometheus(admission.snapshot()), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+class StalledClientGuard(StreamingResponse):
+    """A stream that drops a client who has not taken a write for ``timeout_s`` (its place is given back).
+
+    A client that stops reading fills the socket's buffers; the next write
+    then waits. Without a bound it would wait forever, holding the request's
+    place in the queue (never a worker: those are held only while a sentence
+    is synthesized).
+    """
+
+    def __init__(self, content, ticket, admission: Admission, **kwargs):
+        super().__init__(content, **kwargs)
+        self.ticket, self.admission = ticket, admission
+
+    async def __call__(self, scope, receive, send):
+        async def bounded_send(message):
+            try:
+                await asyncio.wait_for(send(message), self.admission.timeout_s)
+            except (asyncio.TimeoutError, TimeoutError):
+                self.admission.count_timeout()
+                raise ClientStalled(f"client took no audio for {self.admission.timeout_s:g} s; dropped") from None
+        try:
+            await super().__call__(scope, receive, bounded_send)
+        except Exception as e:  # noqa: BLE001 - a stall may arrive wrapped in the task group's ExceptionGroup
+            stall = e if isinstance(e, ClientStalled) else next(
+                (x for x in getattr(e, "exceptions", ()) if isinstance(x, ClientStalled)), None)
+            if stall is None:
+                raise
+            _LOGGER.warning("%s", stall)
+        finally:
+            self.ticket.release()
+
+
+class ClientStalled(Exception):
+    pass
 
 
 def _media(voice: Voice, wav: bool) -> str:

@@ -8,9 +8,11 @@ from it (:func:`voicemill.params.add_arguments`).
 thread pool, at most ``queue`` more requests wait, and any request beyond
 that is turned away at once (:class:`Busy`: HTTP 503 with ``Retry-After``).
 A worker is held only while a sentence is synthesized, never while audio is
-written to a client, so a slow reader cannot starve the others; a request
-past its deadline (``timeout_s``) or whose client has gone stops before its
-next sentence, and its place is given back (``finally``), whatever ended it.
+written to a client, so a slow reader cannot starve the others. A whole
+response past its deadline (``timeout_s``) is a 504; a stream's deadline runs
+per sentence, and a stream whose client has gone, or has taken nothing for
+``timeout_s`` (``http.StalledClientGuard``), stops. Its place is given back
+(``finally``), whatever ended it.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ class ServeOptions:
     threads: int = opt(1, "ONNX Runtime threads per synthesis (workers x threads should not exceed the cores)",
                        ge=1, le=64)
     queue: int = opt(32, "requests waiting for a worker; one more is answered 503 with Retry-After", ge=0)
-    timeout_s: float = opt(60.0, "a request still unfinished after this is stopped (504, or a stream cut short)",
-                           "s", gt=0)
+    timeout_s: float = opt(60.0, "a whole response not done after this is 504; a stream stops when a sentence "
+                           "(waiting included) or a write to a client that stopped reading takes longer", "s", gt=0)
     max_chars: int = opt(10000, "longest text one request may ask for (longer: 413)", "characters", ge=1,
                          le=1_000_000)
     first_chunk_chars: int = opt(60, "a stream's first sentence, when longer, is cut at a clause or phrase so the "
@@ -81,6 +83,10 @@ class Ticket:
 
     def __init__(self, admission: "Admission", deadline: float):
         self._admission, self.deadline, self._released = admission, deadline, False
+
+    def renew(self) -> None:
+        """A fresh ``timeout_s`` from now (a stream's deadline runs per sentence)."""
+        self.deadline = time.monotonic() + self._admission.timeout_s
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

@@ -1,0 +1,461 @@
+"""The `voicemill` command, the HTTP API, Wyoming and the web page, on the bundled joe voice.
+
+Servers run as real processes (`voicemill serve`) on loopback and are spoken
+to over real sockets: urllib/http.client for HTTP, the `wyoming` client for
+Wyoming, Chromium (playwright) for the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voicemill.serve import engine
+
+ROOT = Path(__file__).resolve().parents[1]
+JOE = engine.bundled_joe()
+TWO = "The kettle is on. The bread will be out of the oven in ten minutes!"
+LONG = " ".join(["She opened the window, listened to the rain for a while, and went back to her book."] * 24)
+
+
+def voicemill_cmd() -> list[str]:
+    """The installed console script (pip install -e . puts it beside the venv's python)."""
+    script = Path(sys.executable).with_name("voicemill")
+    assert script.exists(), "pip install -e . (scripts/setup.sh does it) puts the voicemill command here"
+    return [str(script)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """`voicemill serve` in its own process; the printed line gives the port it got."""
+
+    def __init__(self, *flags: str, wyoming: bool = False):
+        self.wyoming_port = free_port() if wyoming else None
+        cmd = voicemill_cmd() + ["serve", "--voice", str(JOE), "--port", "0", *flags]
+        if wyoming:
+            cmd += ["--wyoming-port", str(self.wyoming_port)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        line = self.proc.stdout.readline()
+        m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert m, f"no serving line: {line!r} {self.proc.stderr.read() if self.proc.poll() is not None else ''}"
+        self.port = int(m.group(1))
+
+    def request(self, method: str, path: str, body=None, timeout: float = 60.0, raw: bytes | None = None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        conn.request(method, path, data, {"Content-Type": "application/json"} if data is not None else {})
+        response = conn.getresponse()
+        content = response.read()
+        conn.close()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, content
+
+    def json(self, path: str):
+        status, _, content = self.request("GET", path)
+        assert status == 200, content
+        return json.loads(content)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Served("--workers", "2", "--max-chars", "3000", wyoming=True)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def tight():
+    """One worker, a queue of one, a 4 s deadline: where refusals, timeouts and gone clients show."""
+    s = Served("--workers", "1", "--queue", "1", "--timeout-s", "4", "--max-chars", "5000")
+    yield s
+    s.stop()
+
+
+def read_wav(data: bytes) -> tuple[np.ndarray, int]:
+    with wave.open(io.BytesIO(data), "rb") as w:
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2)
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2"), w.getframerate()
+
+
+QUIET = {"noise_scale": 0.0, "noise_w": 0.0}  # noise off: the same text gives the same samples
+
+
+# ------------------------------------------------------------------ engine
+
+
+def test_sentences_split_long_ones_and_the_first_chunk_is_short():
+    text = "Doctor Smith paid twelve dollars. Then he left! Did he?\n\nYes."
+    assert engine.split_sentences(text) == ["Doctor Smith paid twelve dollars.", "Then he left!", "Did he?", "Yes."]
+    long = ", ".join(["one two three four five six seven"] * 20) + "."
+    parts = engine.split_sentences(long, max_chars=120)
+    assert all(len(p) <= 120 for p in parts) and " ".join(parts) == long
+    first = engine.first_chunk(["Doctor Smith paid twelve dollars and fifty cents on the third of May.", "Next."], 60)
+    assert first[0] == "Doctor Smith paid twelve dollars and fifty cents" and first[1].startswith("on the third")
+    assert engine.first_chunk(["Short.", "Next."], 60) == ["Short.", "Next."]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"), ("   \n\t ", "empty"), ("...!?", "nothing to say"),
+    ("Great job 👍 today", "THUMBS UP SIGN"), ("שלום עולם", "Hebrew script"), ("مرحبا", "Arabic script"),
+    ("hello\x07world", "control character U+0007"), ("\u202ehello", "format character"),
+    ("x" * 100, "a word of 100 characters"), ("word " * 30, "the most one request may ask"),
+])
+def test_text_a_voice_cannot_read_is_refused_by_name(text, message):
+    with pytest.raises(engine.TextError, match=re.escape(message)):
+        engine.Voice.sentences(_joe(), text, max_chars=100)
+
+
+def test_scales_are_checked_and_overridden():
+    voice = _joe()
+    assert voice.scales.override(length_scale=2).length_scale == 2.0
+    assert voice.scales.override(noise_scale=None) == voice.scales
+    with pytest.raises(engine.TextError, match="length_scale 9 is out of range; allowed 0.25 .. 4"):
+        voice.scales.override(length_scale=9)
+
+
+def test_a_folder_lists_voices_not_their_export_variants(tmp_path):
+    for name in ("voice.onnx", "voice.int8.onnx", "other.onnx"):
+        shutil.copy(JOE, tmp_path / name)
+    config = json.loads(Path(f"{JOE}.json").read_text())
+    for name in ("voice.int8.onnx", "other.onnx"):
+        Path(tmp_path / f"{name}.json").write_text(json.dumps(config))
+    config["voicemill"] = {"variants": {"int8": "voice.int8.onnx"}, "default_variant": "int8"}
+    (tmp_path / "voice.onnx.json").write_text(json.dumps(config))
+    found = engine.find_voices([tmp_path])
+    assert list(found) == ["other", "voice", "joe"]
+    assert engine.Voice.load(found["voice"]).onnx_path.name == "voice.int8.onnx"
+    assert engine.Voice.load(found["voice"], variant="fp32").onnx_path.name == "voice.onnx"
+    with pytest.raises(engine.VoiceError, match="no 'fp16' variant; this voice has fp32, int8"):
+        engine.Voice.load(found["voice"], variant="fp16")
+    (tmp_path / "other.onnx.json").unlink()
+    with pytest.raises(engine.VoiceError, match="other.onnx.json is missing"):
+        engine.Voice.load(tmp_path / "other.onnx")
+
+
+_VOICE = []
+
+
+def _joe() -> engine.Voice:
+    if not _VOICE:
+        _VOICE.append(engine.Voice.load(JOE, "joe"))
+    return _VOICE[0]
+
+
+# ------------------------------------------------------------------ the command
+
+
+@pytest.mark.machine
+def test_speak_writes_a_wav_that_says_the_text(tmp_path, measure):
+    from voicemill import asr, scoring
+
+    out = tmp_path / "hello.wav"
+    text = "On 3 May 2024 the fare rose to $12.50. Nobody was happy about it."
+    r = subprocess.run(voicemill_cmd() + ["speak", text, "--voice", "joe", "-o", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    samples, rate = read_wav(out.read_bytes())
+    assert rate == 22050 and 4.0 < samples.size / rate < 12.0
+    heard = asr.transcribe(asr.load_model("tiny.en"), scoring.to_16k(samples / 32768.0, rate), "en")["text"]
+    assert measure("speak_wer", scoring.wer("on the third of may twenty twenty four the fare rose to twelve dollars "
+                                            "and fifty cents nobody was happy about it", heard)) < 0.25, heard
+
+
+def test_speak_reads_stdin_and_pipes_raw_pcm_and_refuses_clearly(tmp_path):
+    r = subprocess.run(voicemill_cmd() + ["speak", "--raw", "--voice", str(JOE), "--speed", "1.5"],
+                       input=TWO.encode(), capture_output=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout) % 2 == 0 and 1.0 < len(r.stdout) / 2 / 22050 < 5.0
+    assert b"22050 Hz" in r.stderr
+    text_file = tmp_path / "t.txt"
+    text_file.write_text("From a file.")
+    r = subprocess.run(voicemill_cmd() + ["speak", "-f", str(text_file), "--voice", "joe"], capture_output=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 0 and read_wav(r.stdout)[0].size > 5000  # WAV on stdout
+    for args, message in ((["speak", "Hi 👍", "--voice", "joe", "-o", str(tmp_path / "x.wav")], "THUMBS UP"),
+                          (["speak", "Hi", "--voice", "nobody", "-o", str(tmp_path / "x.wav")], "unknown voice"),
+                          (["speak", "Hi", "--voice", "joe", "--speed", "9", "-o", str(tmp_path / "x.wav")],
+                           "out of range"),
+                          (["serve", "--port", "70000"], "--port: 70000 is out of range")):
+        r = subprocess.run(voicemill_cmd() + args, capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert r.returncode == 1 and message in r.stderr, (args, r.stderr)
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_voices_lists_the_bundled_voice():
+    r = subprocess.run(voicemill_cmd() + ["voices", "--json"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    voices = {v["name"]: v for v in json.loads(r.stdout)}
+    assert voices["joe"]["sample_rate"] == 22050 and voices["joe"]["language"].startswith("en")
+
+
+# ------------------------------------------------------------------ HTTP
+
+
+def test_health_voices_metrics_and_docs(server):
+    assert server.json("/health")["status"] == "ok"
+    (joe,) = server.json("/api/voices")
+    assert joe["name"] == "en_US-joe-medium" and joe["default"] and joe["scales"]["length_scale"] == 1.0
+    paths = server.json("/openapi.json")["paths"]
+    assert {"/api/synthesize", "/v1/audio/speech", "/api/voices", "/health", "/metrics"} <= set(paths)
+    assert server.request("GET", "/docs")[0] == 200
+    status, headers, body = server.request("GET", "/metrics")
+    assert status == 200 and b"voicemill_requests_total" in body and b"voicemill_workers 2" in body
+
+
+def test_synthesize_wav_pcm_and_a_stream_that_comes_in_sentence_order(server):
+    status, headers, wav = server.request("POST", "/api/synthesize", {"text": TWO, **QUIET})
+    assert status == 200 and headers["content-type"] == "audio/wav"
+    samples, rate = read_wav(wav)
+    assert rate == 22050 and 2.0 < samples.size / rate < 8.0
+    status, headers, pcm = server.request("POST", "/api/synthesize", {"text": TWO, "format": "pcm", **QUIET})
+    assert status == 200 and headers["content-type"].startswith("audio/L16;rate=22050") and pcm == samples.tobytes()
+    # each sentence alone, in order, is exactly what the stream sends
+    parts = [server.request("POST", "/api/synthesize", {"text": s, "format": "pcm", **QUIET})[2]
+             for s in ("The kettle is on.", "The bread will be out of the oven in ten minutes!")]
+    status, headers, streamed = server.request("POST", "/api/synthesize",
+                                               {"text": TWO, "format": "pcm", "stream": True, **QUIET})
+    assert status == 200 and headers.get("transfer-encoding") == "chunked"
+    assert streamed == b"".join(parts)
+    status, _, streamed_wav = server.request("POST", "/api/synthesize", {"text": TWO, "stream": True, **QUIET})
+    assert streamed_wav[:4] == b"RIFF" and streamed_wav[44:] == b"".join(parts)
+
+
+def test_a_stream_starts_before_the_text_is_synthesized(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    t0 = time.perf_counter()
+    conn.request("POST", "/api/synthesize", json.dumps({"text": LONG[:1500], "format": "pcm", "stream": True}),
+                 {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    first = response.read1(65536)
+    t_first = time.perf_counter() - t0
+    rest = response.read()
+    total = time.perf_counter() - t0
+    conn.close()
+    assert first and t_first < 0.3 * total, (t_first, total)
+    assert (len(first) + len(rest)) / 2 / 22050 > 60  # 1500 characters: more than a minute of speech
+
+
+def test_openai_speech_shape(server):
+    body = {"model": "tts-1", "input": TWO, "voice": "alloy", "response_format": "wav"}
+    status, headers, wav = server.request("POST", "/v1/audio/speech", body)
+    assert status == 200 and headers["content-type"] == "audio/wav"
+    normal = read_wav(wav)[0].size
+    status, headers, pcm = server.request("POST", "/v1/audio/speech", {**body, "response_format": "pcm",
+                                                                        "speed": 2.0})
+    assert status == 200 and 0.35 < len(pcm) / 2 / normal < 0.7  # twice as fast: about half as long
+    for change, code, message in (({"response_format": "mp3"}, 400, "use wav or pcm"),
+                                  ({"speed": 10}, 422, "speed 10"), ({"voice": "bob"}, 404, "unknown voice 'bob'"),
+                                  ({"input": ""}, 422, "empty")):
+        status, _, content = server.request("POST", "/v1/audio/speech", {**body, **change})
+        assert status == code and message in json.loads(content)["detail"], (change, content)
+
+
+@pytest.mark.parametrize("body, code, message", [
+    ({"text": ""}, 422, "empty"),
+    ({"text": "  \n "}, 422, "empty"),
+    ({"text": "x " * 1600}, 413, "the most one request may ask is 3000"),
+    ({"text": "Nice 👍"}, 422, "THUMBS UP SIGN"),
+    ({"text": "שלום"}, 422, "Hebrew script"),
+    ({"text": "bell\x07"}, 422, "control character U+0007"),
+    ({"text": "Hi", "voice": "nobody"}, 404, "unknown voice 'nobody'"),
+    ({"text": "Hi", "length_scale": 0}, 422, "length_scale 0 is out of range"),
+    ({"text": "Hi", "noise_scale": -1}, 422, "noise_scale -1 is out of range"),
+    ({"text": "Hi", "format": "ogg"}, 422, "format"),
+    ({"voice": "joe"}, 422, "text"),
+])
+def test_bad_requests_get_a_4xx_that_says_why(server, body, code, message):
+    status, _, content = server.request("POST", "/api/synthesize", body)
+    assert status == code, content
+    assert message in json.dumps(json.loads(content)["detail"])
+
+
+def test_a_megabyte_of_one_word_and_broken_json(server):
+    status, _, content = server.request("POST", "/api/synthesize", {"text": "a" * 2**20})
+    assert status == 413 and "request body of" in json.loads(content)["detail"]
+    status, _, content = server.request("POST", "/api/synthesize", raw=b'{"text": "unterminated')
+    assert status == 422
+
+
+def test_a_full_queue_is_503_with_retry_after(tight):
+    results = []
+
+    def call():
+        results.append(tight.request("POST", "/api/synthesize", {"text": LONG[:400]}))
+
+    callers = [threading.Thread(target=call) for _ in range(2)]  # one runs, one waits: the queue is full
+    for caller in callers:
+        caller.start()
+    deadline = time.monotonic() + 10
+    while tight.json("/health")["active"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    status, headers, content = tight.request("POST", "/api/synthesize", {"text": "Me too."})
+    for caller in callers:
+        caller.join()
+    assert status == 503 and int(headers["retry-after"]) >= 1 and "busy" in json.loads(content)["detail"]
+    assert [r[0] for r in results] == [200, 200]
+    assert b"voicemill_rejected_busy_total 1" in tight.request("GET", "/metrics")[2]
+
+
+def test_past_the_deadline_is_504_and_frees_the_worker(tight):
+    status, _, content = tight.request("POST", "/api/synthesize", {"text": LONG[:4000]})
+    assert status == 504 and "timed out after 4 s" in json.loads(content)["detail"]
+    _wait_idle(tight)
+    assert tight.request("POST", "/api/synthesize", {"text": "Free again."})[0] == 200
+
+
+def _open_stream(port: int, text: str, rcvbuf: int = 0) -> socket.socket:
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    body = json.dumps({"text": text, "format": "pcm", "stream": True}).encode()
+    sock.sendall(b"POST /api/synthesize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    return sock
+
+
+def _timeouts(served: Served) -> int:
+    return int(re.search(rb"voicemill_timeouts_total (\d+)", served.request("GET", "/metrics")[2]).group(1))
+
+
+def test_a_vanished_client_gives_its_place_back(tight):
+    sock = _open_stream(tight.port, LONG[:1200])
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # the first audio came; now hang up mid-stream
+    sock.close()
+    _wait_idle(tight)
+    assert tight.request("POST", "/api/synthesize", {"text": "Free again."})[0] == 200
+
+
+def test_a_stalled_client_holds_no_worker_and_is_dropped(tight):
+    before = _timeouts(tight)
+    stalled = _open_stream(tight.port, LONG, rcvbuf=4096)  # two minutes of audio nobody reads
+    time.sleep(1.0)
+    # while it waits on its client, the one worker serves someone else
+    status, _, wav = tight.request("POST", "/api/synthesize", {"text": "Someone else."})
+    assert status == 200 and read_wav(wav)[0].size > 10000
+    _wait_idle(tight, timeout=40)  # its writes stall once the socket buffers fill; 4 s later it is dropped
+    assert _timeouts(tight) == before + 1
+    stalled.close()
+
+
+def _wait_idle(served: Served, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = served.json("/health")
+        if health["active"] == 0 and health["running"] == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"still busy after {timeout} s: {served.json('/health')}")
+
+
+# ------------------------------------------------------------------ Wyoming
+
+
+def test_wyoming_describe_synthesize_and_stream(server):
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.client import AsyncTcpClient
+    from wyoming.info import Describe, Info
+    from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
+
+    async def until(client, last_type):
+        events = []
+        while True:
+            event = await asyncio.wait_for(client.read_event(), 60)
+            events.append(event)
+            if event.type in (last_type, "error"):
+                return events
+
+    async def talk():
+        async with AsyncTcpClient("127.0.0.1", server.wyoming_port) as client:
+            await client.write_event(Describe().event())
+            info = Info.from_event(await client.read_event())
+            await client.write_event(Synthesize(text=TWO).event())
+            whole = await until(client, AudioStop.Type if hasattr(AudioStop, "Type") else "audio-stop")
+            await client.write_event(SynthesizeStart().event())
+            for piece in ("The kettle ", "is on. The bread", " will be out of the oven", " in ten minutes!"):
+                await client.write_event(SynthesizeChunk(text=piece).event())
+            await client.write_event(Synthesize(text=TWO).event())  # what Home Assistant adds for old servers
+            await client.write_event(SynthesizeStop().event())
+            streamed = await until(client, "synthesize-stopped")
+            await client.write_event(Synthesize(text="Thumbs 👍").event())
+            error = await asyncio.wait_for(client.read_event(), 30)
+            return info, whole, streamed, error
+
+    info, whole, streamed, error = asyncio.run(talk())
+    (program,) = info.tts
+    assert program.supports_synthesize_streaming and [v.name for v in program.voices] == ["en_US-joe-medium"]
+    for events in (whole, streamed[:-1]):
+        assert AudioStart.is_type(events[0].type) and AudioStop.is_type(events[-1].type)
+        chunks = [AudioChunk.from_event(e) for e in events[1:-1]]
+        assert chunks and all(AudioChunk.is_type(e.type) for e in events[1:-1])
+        assert {(c.rate, c.width, c.channels) for c in chunks} == {(22050, 2, 1)}
+        assert 2.0 < sum(len(c.audio) for c in chunks) / 2 / 22050 < 8.0
+    assert SynthesizeStopped.is_type(streamed[-1].type)
+    assert sum(e.type == "audio-start" for e in streamed) == 1  # the compatibility Synthesize was not spoken twice
+    assert error.type == "error" and "THUMBS UP SIGN" in error.data["text"]
+
+
+# ------------------------------------------------------------------ the page
+
+
+def test_the_page_speaks_in_chromium(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Chromium is needed for this test: scripts/setup.sh --test installs it"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync", "--autoplay-policy="
+            "no-user-gesture-required", "--disable-background-networking"])
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{server.port}/")
+        page.wait_for_function("document.querySelectorAll('#voice option').length > 0", timeout=20000)
+        page.fill("#text", "Hello from the browser. It works.")
+        page.locator("#speed").fill("1.25")
+        with page.expect_response("**/api/synthesize") as response_info:
+            page.click("#speak")
+        response = response_info.value
+        assert response.status == 200 and response.headers["content-type"] == "audio/wav"
+        size = page.evaluate("fetch(document.getElementById('player').src).then(r => r.arrayBuffer())"
+                             ".then(b => b.byteLength)")
+        assert size > 44 + 22050  # the audio element holds more than half a second of speech
+        duration = page.evaluate("""() => new Promise(done => {
+            const a = document.getElementById('player');
+            if (a.readyState >= 1 && a.duration > 0) return done(a.duration);
+            a.addEventListener('loadedmetadata', () => done(a.duration));
+            a.addEventListener('error', () => done(-1));
+        })""")
+        assert duration > 0.5
+        assert page.get_attribute("#download", "href").startswith("blob:")
+        page.fill("#text", "Nice 👍")
+        page.click("#speak")
+        page.wait_for_function("document.getElementById('status').className === 'error'", timeout=20000)
+        assert "THUMBS UP SIGN" in page.text_content("#status")
+        page.screenshot(path=str(tmp_path / "page.png"))
+        browser.close()
