@@ -126,6 +126,16 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
     assert (repo / "models" / "voice.onnx").exists()
     assert (repo / "models" / "voice.onnx.json").exists()
     assert (repo / "reports" / "eval.html").exists()
+    # The trained voice is what `voicemill` finds in models/ and speaks with (its default export variant).
+    voicemill = [str(Path(sys.executable).with_name("voicemill"))]
+    listed = json.loads(subprocess.run(voicemill + ["voices", "--json"], cwd=repo, env=env, capture_output=True,
+                                       text=True, check=True).stdout)
+    assert listed[0]["name"] == "voice" and listed[0]["path"].startswith("models/"), listed
+    run(voicemill + ["speak", "The mill is ready.", "-o", "spoken.wav"], repo, env)
+    import soundfile as sf
+
+    spoken = sf.info(str(repo / "spoken.wav"))
+    assert spoken.samplerate == 22050 and 0.7 < spoken.duration < 4.0, spoken
     lines = (repo / "data" / "dataset" / "metadata.csv").read_text().splitlines()
     assert len(lines) >= 25 and all(len(line.split("|")) == 3 for line in lines)
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())

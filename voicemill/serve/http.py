@@ -203,7 +203,7 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
     @app.get("/health", summary="Liveness, voices and load")
     async def health():
         snap = admission.snapshot()
-        return {"status": "ok", "version": __version__, "voices": voices.names(),
+        return {"status": "ok", "version": __version__, "voices": voices.names(), "max_chars": options.max_chars,
                 **{k: snap[k] for k in ("workers", "capacity", "active", "running")}}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
