@@ -28,10 +28,11 @@ def test_library_options_take_their_defaults_from_the_declarations():
     from voicemill.evaluate import EvalOptions
     from voicemill.segment import ClipOptions, CutPolicy
     from voicemill.tts.training import TrainOptions
+    from voicemill.tts.variants import VariantOptions
 
     declared = params.defaults()
     for cls in (CheckOptions, DecodeOptions, DatasetOptions, FetchOptions, EvalOptions, ClipOptions, CutPolicy,
-                TrainOptions):
+                TrainOptions, VariantOptions):
         instance = cls()
         shared = 0
         for f in dataclasses.fields(cls):

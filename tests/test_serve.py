@@ -143,8 +143,8 @@ def test_a_folder_lists_voices_not_their_export_variants(tmp_path):
     for name in ("voice.onnx", "voice.int8.onnx", "other.onnx"):
         shutil.copy(JOE, tmp_path / name)
     config = json.loads(Path(f"{JOE}.json").read_text())
-    for name in ("voice.int8.onnx", "other.onnx"):
-        Path(tmp_path / f"{name}.json").write_text(json.dumps(config))
+    (tmp_path / "other.onnx.json").write_text(json.dumps(config))
+    (tmp_path / "voice.int8.onnx.json").write_text(json.dumps({**config, "voicemill": {"variant": "int8"}}))
     config["voicemill"] = {"variants": {"int8": "voice.int8.onnx"}, "default_variant": "int8"}
     (tmp_path / "voice.onnx.json").write_text(json.dumps(config))
     found = engine.find_voices([tmp_path])
@@ -153,6 +153,10 @@ def test_a_folder_lists_voices_not_their_export_variants(tmp_path):
     assert engine.Voice.load(found["voice"], variant="fp32").onnx_path.name == "voice.onnx"
     with pytest.raises(engine.VoiceError, match="no 'fp16' variant; this voice has fp32, int8"):
         engine.Voice.load(found["voice"], variant="fp16")
+    assert engine.Voice.load(tmp_path / "voice.int8.onnx").variant == "int8"  # a variant's file, loaded alone
+    # serve --variant int8 over voices some of which lack it: those load their default
+    both = engine.VoiceSet({"voice": found["voice"], "joe": JOE}, variant="int8")
+    assert (both.get("voice").variant, both.get("joe").variant) == ("int8", "fp32")
     (tmp_path / "other.onnx.json").unlink()
     with pytest.raises(engine.VoiceError, match="other.onnx.json is missing"):
         engine.Voice.load(tmp_path / "other.onnx")

@@ -245,6 +245,15 @@ class EvaluateParams:
 class ExportParams:
     max_abs_diff: float = opt(0.05, "fail when ONNX and PyTorch outputs differ by more than this (noise off)",
                               gt=0)
+    variants: list[str] = opt(["fp16", "int8"], "smaller variants written beside voice.onnx and measured against "
+                              "it (dvc.yaml's export outs name both files of each)", choices=("fp16", "int8"))
+    max_wer_increase: float = opt(0.02, "a variant whose round-trip WER is more than this above fp32's cannot be "
+                                  "the default (absolute: 0.02 = 2 points)", ge=0, le=1)
+    max_mos_drop: float = opt(0.1, "a variant whose Distill-MOS is more than this below fp32's cannot be the "
+                              "default", ge=0, le=4)
+    max_mel_distance_db: float = opt(0.5, "a variant whose log-mel distance to fp32 (same sentence, noise off) is "
+                                     "more than this cannot be the default", "dB", gt=0)
+    num_threads: int = opt(2, "ONNX Runtime and torch CPU threads; the speeds are measured with this many", ge=1)
 
 
 SECTIONS: dict[str, type] = {
@@ -262,6 +271,7 @@ SECTIONS: dict[str, type] = {
 ALSO_READS: dict[str, tuple[str, ...]] = {
     "segment": ("build_dataset.min_speaker_similarity",),
     "train": ("evaluate.asr_model",),
+    "export": ("evaluate.asr_model",),
 }
 
 

@@ -205,6 +205,11 @@ class Voice:
             raise VoiceError(f"{json_path}: not a Piper voice config ({e!s}); re-export the voice") from e
         ours = config.get("voicemill") or {}
         variants = {"fp32": path.name, **(ours.get("variants") or {})}
+        if ours.get("variant"):  # a variant's own file, loaded directly
+            if variant not in (None, ours["variant"]):
+                raise VoiceError(f"{path}: this file is the {ours['variant']} variant; load the voice's main "
+                                 f"NAME.onnx to pick another")
+            variant, variants = ours["variant"], {ours["variant"]: path.name}
         variant = variant or ours.get("default_variant") or "fp32"
         if variant not in variants:
             raise VoiceError(f"{path}: no {variant!r} variant; this voice has {', '.join(variants)}")
@@ -328,5 +333,11 @@ class VoiceSet:
             raise KeyError(name)
         with self._lock:
             if name not in self._loaded:
-                self._loaded[name] = Voice.load(self.paths[name], name, self.variant, self.threads)
+                try:
+                    self._loaded[name] = Voice.load(self.paths[name], name, self.variant, self.threads)
+                except VoiceError as e:
+                    if not self.variant or "variant" not in str(e):
+                        raise
+                    _LOGGER.warning("%s; loading its default instead", e)  # --variant int8: joe has none
+                    self._loaded[name] = Voice.load(self.paths[name], name, None, self.threads)
             return self._loaded[name]

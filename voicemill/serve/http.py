@@ -34,7 +34,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, Field
 
 from voicemill import __version__
-from voicemill.serve.engine import Scales, TextError, Voice, VoiceSet, first_chunk, to_pcm16
+from voicemill.serve.engine import Scales, TextError, Voice, VoiceError, VoiceSet, first_chunk, to_pcm16
 from voicemill.serve.limits import Admission, Busy, ServeOptions, Timeout
 
 _LOGGER = logging.getLogger(__name__)
@@ -111,6 +111,8 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
         except KeyError:
             raise HttpError(404, f"unknown voice {name!r}; voices: {', '.join(voices.names())} "
                                  f"(GET /api/voices)") from None
+        except VoiceError as e:  # the server's voice files, not the request, are at fault
+            raise HttpError(500, f"voice {name!r} cannot be loaded: {e}") from None
 
     def prepare(voice: Voice, text: str, **scales) -> tuple[list[str], Scales]:
         try:

@@ -30,14 +30,12 @@ import torch
 from voicemill.errors import VoicemillError
 from voicemill.fsutil import atomic_path, write_json
 from voicemill.tts.coqui import load_voice, synthesize_ids
+from voicemill.tts.variants import SENTENCES
 
 _LOGGER = logging.getLogger(__name__)
 
-CHECK_SENTENCES = (
-    "The quick brown fox jumps over the lazy dog.",
-    "On 3 May 2024 the fare rose to $12.50.",
-    "A voice exported to ONNX must say the same thing as the original.",
-)
+#: The first three of the sentences the export variants are measured on.
+CHECK_SENTENCES = SENTENCES[:3]
 
 
 def export_voice(voice_dir: Path, onnx_path: Path, max_abs_diff: float, num_threads: int = 2) -> dict:
