@@ -358,12 +358,13 @@ def test_a_vanished_client_gives_its_place_back(tight):
 
 def test_a_stalled_client_holds_no_worker_and_is_dropped(tight):
     before = _timeouts(tight)
-    stalled = _open_stream(tight.port, LONG, rcvbuf=4096)  # two minutes of audio nobody reads
+    # four minutes of audio (10 MB) nobody reads: more than the socket buffers hold (4 MB at most here)
+    stalled = _open_stream(tight.port, (LONG + " ") * 2, rcvbuf=4096)
     time.sleep(1.0)
     # while it waits on its client, the one worker serves someone else
     status, _, wav = tight.request("POST", "/api/synthesize", {"text": "Someone else."})
     assert status == 200 and read_wav(wav)[0].size > 10000
-    _wait_idle(tight, timeout=40)  # its writes stall once the socket buffers fill; 4 s later it is dropped
+    _wait_idle(tight, timeout=90)  # its writes stall once the socket buffers fill; 4 s later it is dropped
     assert _timeouts(tight) == before + 1
     stalled.close()
 
@@ -446,6 +447,7 @@ def test_the_page_speaks_in_chromium(server, tmp_path):
             page.click("#speak")
         response = response_info.value
         assert response.status == 200 and response.headers["content-type"] == "audio/wav"
+        page.wait_for_function("document.getElementById('player').src.startsWith('blob:')", timeout=20000)
         size = page.evaluate("fetch(document.getElementById('player').src).then(r => r.arrayBuffer())"
                              ".then(b => b.byteLength)")
         assert size > 44 + 22050  # the audio element holds more than half a second of speech

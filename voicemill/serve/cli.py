@@ -146,7 +146,7 @@ def cmd_serve(args) -> int:
     return asyncio.run(serve(options, _voice_paths(args.voice)))
 
 
-async def serve(options, voice_paths: dict[str, Path], ready=None) -> int:
+async def serve(options, voice_paths: dict[str, Path]) -> int:
     """Run the HTTP server (and the Wyoming one when ``options.wyoming_port``) until interrupted."""
     import uvicorn
 
@@ -175,17 +175,19 @@ async def serve(options, voice_paths: dict[str, Path], ready=None) -> int:
             tasks[0].result()
             raise VoicemillError("the HTTP server stopped while starting")
         await asyncio.sleep(0.02)
-    wyoming_port = None
     if options.wyoming_port:
         from wyoming.server import AsyncTcpServer
 
         from voicemill.serve.wyoming import handler_factory
 
-        wyoming = AsyncTcpServer(options.host, options.wyoming_port)
-        await wyoming.start(handler_factory(voices, options, admission))
-        wyoming_port = wyoming._server.sockets[0].getsockname()[1]
+        try:
+            await AsyncTcpServer(options.host, options.wyoming_port).start(handler_factory(voices, options, admission))
+        except OSError as e:
+            raise VoicemillError(f"cannot listen on {options.host}:{options.wyoming_port} for Wyoming ({e.strerror}); "
+                                 f"pick another --wyoming-port") from e
     print(f"voicemill {__version__}: serving {', '.join(voices.names())} at http://{options.host}:{port} "
-          f"(docs /docs)" + (f", Wyoming at tcp://{options.host}:{wyoming_port}" if wyoming_port else "")
+          f"(docs /docs)" + (f", Wyoming at tcp://{options.host}:{options.wyoming_port}" if options.wyoming_port
+                             else "")
           + f"; {admission.workers} worker(s), queue {options.queue}", flush=True)
     try:
         await asyncio.gather(*tasks)

@@ -26,7 +26,6 @@ import threading
 import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -113,7 +112,7 @@ def check_text(text: str, language: str, max_chars: int) -> str:
     if len(longest) > MAX_WORD_CHARS:
         raise TextError(f"a word of {len(longest)} characters ({longest[:20]!r}...) at position "
                         f"{text.find(longest)}; the longest a voice reads is {MAX_WORD_CHARS}")
-    return " ".join(text.split(" ")).strip()
+    return text.strip()
 
 
 SENTENCE_END = re.compile(r"(?<=[.!?…。])[\"'”’)\]]*\s+|\n\s*\n|\n(?=\s*[-*•])")
@@ -251,17 +250,6 @@ class Voice:
             feeds["sid"] = np.array([speaker], dtype=np.int64)
         (out,) = self.session.run(None, feeds)
         return np.asarray(out, dtype=np.float32).reshape(-1)
-
-    def stream(self, text: str, scales: Scales | None = None, max_chars: int = 100_000,
-               first_chars: int = 0) -> Iterator[np.ndarray]:
-        """Samples sentence by sentence (the text is checked before the first is synthesized; ``first_chars``:
-        see :func:`first_chunk`)."""
-        for sentence in first_chunk(self.sentences(text, max_chars), first_chars):
-            yield self.synthesize_sentence(sentence, scales)
-
-    def synthesize(self, text: str, scales: Scales | None = None, max_chars: int = 100_000) -> np.ndarray:
-        parts = list(self.stream(text, scales, max_chars))
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 def voice_name(onnx_path: Path) -> str:

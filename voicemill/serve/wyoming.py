@@ -32,7 +32,7 @@ SAMPLES_PER_CHUNK = 1024
 def describe(voices: VoiceSet):
     from wyoming.info import Attribution, Info, TtsProgram, TtsVoice
 
-    attribution = Attribution(name="voicemill", url="https://github.com/voicemill/voicemill")
+    attribution = Attribution(name="voicemill", url="")
     listed = []
     for name in voices.names():
         try:
