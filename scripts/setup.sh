@@ -54,6 +54,10 @@ fi
 # voicemill itself, editable: puts the `voicemill` command (speak, serve, voices) in $VENV/bin
 if [ ! -x "$VENV/bin/voicemill" ] || ! "$VENV/bin/python" -c "import voicemill.serve" 2>/dev/null; then
   echo "setup: installing voicemill (editable) and its command"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e .
+  # quiet unless it fails: setuptools warns at length about every editable install
+  if ! log=$("$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1); then
+    echo "$log" >&2
+    exit 1
+  fi
 fi
 echo "setup: ready ($VENV, $("$VENV/bin/python" --version), ffmpeg $(ffmpeg -version | head -1 | cut -d' ' -f3))"

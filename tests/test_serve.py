@@ -273,11 +273,31 @@ def test_openai_speech_shape(server):
     status, headers, pcm = server.request("POST", "/v1/audio/speech", {**body, "response_format": "pcm",
                                                                         "speed": 2.0})
     assert status == 200 and 0.35 < len(pcm) / 2 / normal < 0.7  # twice as fast: about half as long
-    for change, code, message in (({"response_format": "mp3"}, 400, "use wav or pcm"),
+    for change, code, message in (({"response_format": "m4a"}, 400, "use wav, pcm, mp3, opus, aac, flac"),
                                   ({"speed": 10}, 422, "speed 10"), ({"voice": "bob"}, 404, "unknown voice 'bob'"),
                                   ({"input": ""}, 422, "empty")):
         status, _, content = server.request("POST", "/v1/audio/speech", {**body, **change})
         assert status == code and message in json.loads(content)["detail"], (change, content)
+
+
+def test_openai_compressed_formats_decode_to_the_same_speech(server):
+    """mp3 (OpenAI's default when none is given), opus, aac and flac, encoded by ffmpeg as the stream goes."""
+    body = {"model": "tts-1", "input": TWO, "voice": "alloy"}
+    _, _, wav = server.request("POST", "/v1/audio/speech", {**body, "response_format": "wav"})
+    seconds = read_wav(wav)[0].size / 22050
+    for fmt, media, container in ((None, "audio/mpeg", "mp3"), ("opus", "audio/ogg", "ogg"),
+                                  ("aac", "audio/aac", "aac"), ("flac", "audio/flac", "flac")):
+        status, headers, data = server.request("POST", "/v1/audio/speech",
+                                               body if fmt is None else {**body, "response_format": fmt})
+        assert status == 200 and headers["content-type"] == media, (fmt, status, data[:200])
+        probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=format_name:stream=codec_name",
+                                "-of", "json", "-i", "pipe:0"], input=data, capture_output=True, check=True)
+        info = json.loads(probe.stdout)
+        assert container in info["format"]["format_name"], (fmt, info)
+        decoded = subprocess.run(["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "s16le", "-ac", "1", "-ar",
+                                  "22050", "pipe:1"], input=data, capture_output=True, check=True).stdout
+        # the same length of speech (noise on: each synthesis differs a little), codec padding aside
+        assert abs(len(decoded) / 2 / 22050 - seconds) < 0.15 * seconds, (fmt, len(decoded) / 44100, seconds)
 
 
 @pytest.mark.parametrize("body, code, message", [
@@ -333,14 +353,16 @@ def test_past_the_deadline_is_504_and_frees_the_worker(tight):
     assert tight.request("POST", "/api/synthesize", {"text": "Free again."})[0] == 200
 
 
-def _open_stream(port: int, text: str, rcvbuf: int = 0) -> socket.socket:
+def _open_stream(port: int, text: str, rcvbuf: int = 0, mp3: bool = False) -> socket.socket:
     sock = socket.socket()
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect(("127.0.0.1", port))
-    body = json.dumps({"text": text, "format": "pcm", "stream": True}).encode()
-    sock.sendall(b"POST /api/synthesize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    path, body = ("/v1/audio/speech", {"input": text, "voice": "alloy"}) if mp3 else \
+        ("/api/synthesize", {"text": text, "format": "pcm", "stream": True})
+    body = json.dumps(body).encode()
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
     return sock
 
 
@@ -348,11 +370,14 @@ def _timeouts(served: Served) -> int:
     return int(re.search(rb"voicemill_timeouts_total (\d+)", served.request("GET", "/metrics")[2]).group(1))
 
 
-def test_a_vanished_client_gives_its_place_back(tight):
-    sock = _open_stream(tight.port, LONG[:1200])
+@pytest.mark.parametrize("mp3", [False, True], ids=["pcm", "mp3"])
+def test_a_vanished_client_gives_its_place_back(tight, mp3):
+    sock = _open_stream(tight.port, LONG[:1200], mp3=mp3)
     assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # the first audio came; now hang up mid-stream
     sock.close()
     _wait_idle(tight)
+    children = subprocess.run(["pgrep", "-P", str(tight.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert not children, "an encoder (ffmpeg) outlived its stream"
     assert tight.request("POST", "/api/synthesize", {"text": "Free again."})[0] == 200
 
 

@@ -283,6 +283,8 @@ def find_voices(paths: list[Path], include_joe: bool = True) -> dict[str, Path]:
             for p in candidates:
                 if p.name not in variant_files:
                     found.setdefault(voice_name(p), p)
+        elif str(path) == "joe" and include_joe:  # the bundled voice by name: added below
+            continue
         elif path.exists() or path.suffix == ".onnx":
             found.setdefault(voice_name(path), path)
         else:

@@ -8,8 +8,8 @@ Routes (OpenAPI docs at ``/docs``, the schema at ``/openapi.json``):
                              -> ``audio/wav`` or raw 16-bit mono PCM (``audio/L16``); ``stream``
                              sends each sentence as soon as it is synthesized;
 - ``POST /v1/audio/speech``  OpenAI's shape ``{model, input, voice, response_format?, speed?}``
-                             (wav or pcm, always streamed); OpenAI's own voice names
-                             (alloy, nova, ...) mean the default voice;
+                             (mp3, opus, aac, flac through ffmpeg, wav or pcm; always streamed);
+                             OpenAI's own voice names (alloy, nova, ...) mean the default voice;
 - ``GET  /health``           ok, the voices, the workers and what they are doing;
 - ``GET  /metrics``          Prometheus text: requests by route and status, rejections, timeouts,
                              characters, seconds synthesized and of audio.
@@ -17,17 +17,18 @@ Routes (OpenAPI docs at ``/docs``, the schema at ``/openapi.json``):
 Every refusal is a 4xx or 5xx whose JSON ``detail`` says what was wrong and
 what to do: text too long (413), text that cannot be read, an empty text or
 scales out of range (422), an unknown voice (404), an unsupported format
-(400), every worker busy and the queue full (503 with ``Retry-After``), past
+(400: mp3, opus, aac, flac, wav and pcm are offered), every worker busy and the queue full (503 with ``Retry-After``), past
 the deadline (504).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 from pathlib import Path
-from typing import Literal
+from typing import AsyncIterator, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -66,7 +67,7 @@ class SpeechRequest(BaseModel):
     model: str = Field("voicemill", description="accepted and ignored (the voice picks the model)")
     input: str = Field(description="what to say")
     voice: str = Field("alloy", description="a voicemill voice name; OpenAI's names mean the default voice")
-    response_format: str = Field("wav", description="wav or pcm (mp3, opus, aac, flac: not offered)")
+    response_format: str = Field("mp3", description="mp3 (OpenAI's default), opus, aac, flac, wav or pcm")
     speed: float = Field(1.0, description="0.25 .. 4")
     instructions: str | None = Field(None, description="accepted and ignored")
 
@@ -140,13 +141,13 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
         admission.count_audio(len(sentences), sum(map(len, sentences)), len(data) / 2 / voice.sample_rate)
         return data
 
-    def streamed(voice: Voice, sentences: list[str], scales: Scales, wav: bool) -> StreamingResponse:
+    def streamed(voice: Voice, sentences: list[str], scales: Scales, fmt: str) -> StreamingResponse:
         ticket = admit()  # a refusal is a plain 503 before any byte is sent
 
         async def body():
             sent = 0
             try:
-                if wav:
+                if fmt == "wav":
                     yield wav_header(voice.sample_rate)
                 for sentence in first_chunk(sentences, options.first_chunk_chars):
                     ticket.renew()  # a stream's deadline is per sentence: a long text may take its time
@@ -158,7 +159,8 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
                 _LOGGER.warning("stream stopped after %d of %d sentence(s): %s", sent, len(sentences), e)
             finally:
                 ticket.release()
-        return StalledClientGuard(body(), ticket, admission, media_type=_media(voice, wav),
+        content = body() if fmt in ("wav", "pcm") else encoded(body(), voice.sample_rate, fmt)
+        return StalledClientGuard(content, ticket, admission, media_type=_media(voice, fmt),
                                   headers=_audio_headers(voice))
 
     @app.get("/", include_in_schema=False)
@@ -183,24 +185,26 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
                                     length_scale=req.length_scale, noise_w=req.noise_w)
         wav = req.format == "wav"
         if req.stream:
-            return streamed(voice, sentences, scales, wav)
+            return streamed(voice, sentences, scales, req.format)
         data = await whole(voice, sentences, scales)
         body = wav_header(voice.sample_rate, len(data)) + data if wav else data
-        return Response(body, media_type=_media(voice, wav), headers=_audio_headers(voice))
+        return Response(body, media_type=_media(voice, req.format), headers=_audio_headers(voice))
 
-    @app.post("/v1/audio/speech", summary="OpenAI-compatible speech (wav or pcm, streamed)",
-              responses={200: {"content": {"audio/wav": {}, "audio/pcm": {}}}})
+    @app.post("/v1/audio/speech", summary="OpenAI-compatible speech (mp3, opus, aac, flac, wav or pcm; streamed)",
+              responses={200: {"content": {"audio/mpeg": {}, "audio/ogg": {}, "audio/aac": {}, "audio/flac": {},
+                                            "audio/wav": {}, "audio/L16": {}}}})
     async def openai_speech(req: SpeechRequest):
         name = None if req.voice in OPENAI_VOICES and req.voice not in voices.paths else req.voice
         voice = voice_for(name)
         fmt = req.response_format.lower()
-        if fmt not in ("wav", "pcm"):
-            raise HttpError(400, f"response_format {req.response_format!r} is not offered; use wav or pcm "
-                                 f"(pcm: 16-bit little-endian mono at {voice.sample_rate} Hz)")
+        if fmt not in ("wav", "pcm", *ENCODINGS):
+            raise HttpError(400, f"response_format {req.response_format!r} is not offered; use "
+                                 f"{', '.join(['wav', 'pcm', *ENCODINGS])} (pcm: 16-bit little-endian mono at "
+                                 f"{voice.sample_rate} Hz)")
         if not 0.25 <= req.speed <= 4.0:
             raise HttpError(422, f"speed {req.speed!r} is out of range; allowed 0.25 .. 4")
         sentences, scales = prepare(voice, req.input, length_scale=voice.scales.length_scale / req.speed)
-        return streamed(voice, sentences, scales, fmt == "wav")
+        return streamed(voice, sentences, scales, fmt)
 
     @app.get("/health", summary="Liveness, voices and load")
     async def health():
@@ -251,8 +255,58 @@ class ClientStalled(Exception):
     pass
 
 
-def _media(voice: Voice, wav: bool) -> str:
-    return "audio/wav" if wav else f"audio/L16;rate={voice.sample_rate};channels=1"
+#: OpenAI's compressed formats: ffmpeg's muxer and encoder arguments, and the media type.
+ENCODINGS = {
+    "mp3": (["-f", "mp3", "-c:a", "libmp3lame", "-b:a", "64k"], "audio/mpeg"),
+    "opus": (["-f", "ogg", "-c:a", "libopus", "-b:a", "32k"], "audio/ogg"),
+    "aac": (["-f", "adts", "-c:a", "aac", "-b:a", "64k"], "audio/aac"),
+    "flac": (["-f", "flac"], "audio/flac"),
+}
+
+
+async def encoded(pcm: AsyncIterator[bytes], sample_rate: int, fmt: str) -> AsyncIterator[bytes]:
+    """16-bit mono PCM chunks -> ``fmt`` through an ffmpeg process, passed on as ffmpeg writes them.
+
+    The PCM is fed as it is synthesized, so a compressed stream starts with
+    the first sentence too. However the stream ends (done, client gone,
+    stalled), ffmpeg is stopped and waited for.
+    """
+    args, _ = ENCODINGS[fmt]
+    proc = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(sample_rate), "-ac", "1",
+        "-i", "pipe:0", *args, "pipe:1", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+
+    async def feed():
+        try:
+            async for chunk in pcm:
+                proc.stdin.write(chunk)
+                await proc.stdin.drain()
+        finally:
+            proc.stdin.close()
+
+    feeder = asyncio.create_task(feed())
+    try:
+        while chunk := await proc.stdout.read(16384):
+            yield chunk
+        await feeder
+        if await proc.wait() != 0:
+            _LOGGER.warning("ffmpeg (%s) failed: %s", fmt, (await proc.stderr.read()).decode(errors="replace")[-500:])
+    finally:
+        if not feeder.done():
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await feeder
+        await pcm.aclose()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def _media(voice: Voice, fmt: str) -> str:
+    if fmt in ENCODINGS:
+        return ENCODINGS[fmt][1]
+    return "audio/wav" if fmt == "wav" else f"audio/L16;rate={voice.sample_rate};channels=1"
 
 
 def _audio_headers(voice: Voice) -> dict:
