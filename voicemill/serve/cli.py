@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import logging
 import os
 import socket
 import sys
-import wave
 from pathlib import Path
 
 from voicemill import __version__
@@ -77,7 +75,7 @@ def _read_text(args) -> str:
 
 def cmd_speak(args) -> int:
     from voicemill.fsutil import atomic_path
-    from voicemill.serve.engine import Voice, to_pcm16
+    from voicemill.serve.engine import Voice, to_pcm16, wav_header
 
     text = _read_text(args)
     name, path = _pick(args.voice)
@@ -100,18 +98,13 @@ def cmd_speak(args) -> int:
         _LOGGER.info("raw PCM: 16-bit little-endian mono, %d Hz", voice.sample_rate)
         return 0
     pcm = b"".join(to_pcm16(voice.synthesize_sentence(s, scales)) for s in sentences)
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(voice.sample_rate)
-        w.writeframes(pcm)
+    wav = wav_header(voice.sample_rate, len(pcm)) + pcm
     if to_stdout:
-        sys.stdout.buffer.write(buf.getvalue())
+        sys.stdout.buffer.write(wav)
         sys.stdout.buffer.flush()
     else:
         with atomic_path(Path(args.output)) as tmp:
-            Path(tmp).write_bytes(buf.getvalue())
+            Path(tmp).write_bytes(wav)
         _LOGGER.info("%s: %.1f s of speech (%s, %d sentence(s))", args.output, len(pcm) / 2 / voice.sample_rate,
                      voice.name, len(sentences))
     return 0

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import struct
 import threading
 import unicodedata
 from dataclasses import dataclass, replace
@@ -32,6 +33,7 @@ import numpy as np
 from voicemill.errors import VoicemillError
 from voicemill.textnorm import base_language, normalize
 from voicemill.tts.phonemes import FrontEnd, PhonemeError
+from voicemill.tts.variants import session
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -55,6 +57,14 @@ class VoiceError(VoicemillError):
 
 class TextError(VoicemillError, ValueError):
     """Text the voice cannot read; the message names the character or word and its position."""
+
+
+class TextTooLong(TextError):
+    """More text than one request may ask for (HTTP 413 rather than 422)."""
+
+
+class NoSuchVariant(VoiceError):
+    """The voice has no export variant of that name."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,7 @@ def check_text(text: str, language: str, max_chars: int) -> str:
     if not isinstance(text, str):
         raise TextError(f"text must be a string, got {type(text).__name__}")
     if len(text) > max_chars:
-        raise TextError(f"text is {len(text)} characters; the most one request may ask is {max_chars} "
+        raise TextTooLong(f"text is {len(text)} characters; the most one request may ask is {max_chars} "
                         f"(split it, or raise --max-chars)")
     scripts = SCRIPTS.get(base_language(language))
     for i, ch in enumerate(text):
@@ -157,6 +167,13 @@ def first_chunk(sentences: list[str], max_chars: int) -> list[str]:
     return [sentences[0][:cut].strip(), sentences[0][cut:].strip(), *sentences[1:]]
 
 
+def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
+    """A 44-byte header of 16-bit mono WAV; ``data_bytes`` None: a stream of unknown length (sizes at maximum)."""
+    size = 0xFFFFFFFF - 36 if data_bytes is None else data_bytes
+    return b"RIFF" + struct.pack("<I", min(0xFFFFFFFF, 36 + size)) + b"WAVEfmt " + \
+        struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) + b"data" + struct.pack("<I", size)
+
+
 def to_pcm16(audio: np.ndarray) -> bytes:
     """float samples in [-1, 1] -> little-endian 16-bit PCM."""
     return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
@@ -166,8 +183,6 @@ class Voice:
     """One voice, loaded once and shared by every request (ONNX Runtime sessions are thread-safe)."""
 
     def __init__(self, name: str, onnx_path: Path, config: dict, threads: int = 1, variant: str = "fp32"):
-        import onnxruntime as ort
-
         self.name, self.onnx_path, self.config, self.variant = name, Path(onnx_path), config, variant
         self.sample_rate = int(config["audio"]["sample_rate"])
         ours = config.get("voicemill") or {}
@@ -178,11 +193,7 @@ class Voice:
                              float(inference.get("noise_w", 0.8)))
         self.front = FrontEnd.create(self.language, {k: list(v) for k, v in config["phoneme_id_map"].items()},
                                      voice=config["espeak"]["voice"])
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, threads)
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts,
-                                            providers=["CPUExecutionProvider"])
+        self.session = session(self.onnx_path, max(1, threads))
         self._inputs = {i.name for i in self.session.get_inputs()}
         self.speakers = int(config.get("num_speakers", 1))
 
@@ -211,16 +222,14 @@ class Voice:
             variant, variants = ours["variant"], {ours["variant"]: path.name}
         variant = variant or ours.get("default_variant") or "fp32"
         if variant not in variants:
-            raise VoiceError(f"{path}: no {variant!r} variant; this voice has {', '.join(variants)}")
+            raise NoSuchVariant(f"{path}: no {variant!r} variant; this voice has {', '.join(variants)}")
         onnx = path.parent / variants[variant]
         if not onnx.is_file():
             raise VoiceError(f"{onnx}: the {variant} variant named in {json_path.name} is missing; re-run export")
         try:
             return cls(name or voice_name(path), onnx, config, threads, variant)
-        except PhonemeError as e:
+        except (PhonemeError, VoicemillError) as e:  # the id map, or ONNX Runtime refusing the file
             raise VoiceError(f"{path}: {e}") from e
-        except Exception as e:  # noqa: BLE001 - ONNX Runtime's own errors: a broken or foreign model
-            raise VoiceError(f"{onnx}: ONNX Runtime cannot load it ({e!s:.200})") from e
 
     def info(self) -> dict:
         return {"name": self.name, "language": self.language, "sample_rate": self.sample_rate,
@@ -325,8 +334,8 @@ class VoiceSet:
             if name not in self._loaded:
                 try:
                     self._loaded[name] = Voice.load(self.paths[name], name, self.variant, self.threads)
-                except VoiceError as e:
-                    if not self.variant or "variant" not in str(e):
+                except NoSuchVariant as e:
+                    if not self.variant:
                         raise
                     _LOGGER.warning("%s; loading its default instead", e)  # --variant int8: joe has none
                     self._loaded[name] = Voice.load(self.paths[name], name, None, self.threads)

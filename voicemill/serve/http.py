@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 from pathlib import Path
 from typing import AsyncIterator, Literal
 
@@ -35,20 +34,14 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, Field
 
 from voicemill import __version__
-from voicemill.serve.engine import Scales, TextError, Voice, VoiceError, VoiceSet, first_chunk, to_pcm16
+from voicemill.serve.engine import (Scales, TextError, TextTooLong, Voice, VoiceError, VoiceSet, first_chunk,
+                                    to_pcm16, wav_header)
 from voicemill.serve.limits import Admission, Busy, ServeOptions, Timeout
 
 _LOGGER = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("page")
 #: OpenAI's built-in voice names; a client that sends one gets the default voice.
 OPENAI_VOICES = {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
-
-
-def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
-    """A 44-byte header of 16-bit mono WAV; ``data_bytes`` None: a stream of unknown length (sizes at maximum)."""
-    size = 0xFFFFFFFF - 36 if data_bytes is None else data_bytes
-    return b"RIFF" + struct.pack("<I", min(0xFFFFFFFF, 36 + size)) + b"WAVEfmt " + \
-        struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) + b"data" + struct.pack("<I", size)
 
 
 class SynthesizeRequest(BaseModel):
@@ -76,10 +69,6 @@ class HttpError(Exception):
     def __init__(self, status: int, detail: str, headers: dict | None = None):
         super().__init__(detail)
         self.status, self.detail, self.headers = status, detail, headers or {}
-
-
-def _text_status(error: TextError) -> int:
-    return 413 if "the most one request may ask" in str(error) else 422
 
 
 def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | None = None) -> FastAPI:
@@ -120,7 +109,7 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
             chosen = voice.scales.override(**scales)
             return voice.sentences(text, options.max_chars), chosen
         except TextError as e:
-            raise HttpError(_text_status(e), str(e)) from None
+            raise HttpError(413 if isinstance(e, TextTooLong) else 422, str(e)) from None
 
     def admit():
         try:

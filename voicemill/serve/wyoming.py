@@ -143,8 +143,8 @@ def handler_factory(voices: VoiceSet, options: ServeOptions, admission: Admissio
             from wyoming.error import Error
 
             message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-            code = {"TextError": "bad-text", "KeyError": "unknown-voice", "Busy": "busy",
-                    "Timeout": "timeout"}.get(type(e).__name__, "error")
+            code = next((c for kind, c in ((TextError, "bad-text"), (KeyError, "unknown-voice"), (Busy, "busy"),
+                                           (Timeout, "timeout")) if isinstance(e, kind)), "error")
             _LOGGER.warning("wyoming: %s", message)
             await self.write_event(Error(text=message, code=code).event())
             self.streaming = None
