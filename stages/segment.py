@@ -44,7 +44,9 @@ Writes: <out>/wavs/<clip_id>.wav        16-bit PCM mono at common.sample_rate_hz
                                         speaker_purity, target_speech_kept_share
                                         (see voicemill/truth.py)
 Params: common.sample_rate_hz, segment.* (see voicemill/segment.py), and
-        build_dataset.min_speaker_similarity (which clips the truth check counts as kept)
+        build_dataset.min_speaker_similarity (which clips the truth check counts as kept);
+        common.executor and ray.* say where the sources are cut (one task per source;
+        the outputs are the same either way, see voicemill/executor.py)
 Usage:  python -m stages.segment [--raw data/raw] [--out data/clips] [--metrics metrics/segment.json]
 """
 
@@ -52,17 +54,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
-from voicemill import cli, manifest, params, truth
+from voicemill import cli, executor, manifest, params, truth
 from voicemill.fsutil import atomic_dir, write_json
 from voicemill.segment import ClipOptions, CutPolicy, reference_embedding, score_speakers, segment_job
 
@@ -79,7 +77,8 @@ def _copy_side_files(src, raw_dir: Path, out_dir: Path) -> None:
 
 
 def segment(raw_dir: Path, out_dir: Path, rate: int, opts: params.SegmentParams,
-            min_speaker_similarity: float | None = None) -> dict:
+            min_speaker_similarity: float | None = None, ex: executor.Executor | None = None,
+            segment_cpus: float = 1.0) -> dict:
     sources = manifest.read(raw_dir / "manifest.parquet", "sources")
     role = sources["role"] if "role" in sources else pd.Series("voice", index=sources.index)
     voices, references = sources[role != "reference"], sources[role == "reference"]
@@ -87,25 +86,16 @@ def segment(raw_dir: Path, out_dir: Path, rate: int, opts: params.SegmentParams,
         raise cli.StageError(f"{raw_dir}: every source has role 'reference'; add sources to cut into clips")
     policy = params.fill(CutPolicy, opts)
     clip_opts = params.fill(ClipOptions, opts)
-    workers = opts.workers or os.cpu_count() or 1
+    ex = ex or executor.Local(opts.workers)
     with atomic_dir(out_dir) as tmp:
         (tmp / "wavs").mkdir()
         jobs = [(src.source_id, raw_dir / src.audio_path, tmp, rate, policy, clip_opts,
                  str(getattr(src, "text", "") or "")) for src in voices.itertuples()]
         results, failed = [], []
-        bar = tqdm(total=len(jobs), desc="segment", unit="source", disable=None)
-        if workers > 1 and len(jobs) > 1:
-            # spawn: workers start clean (no inherited torch/onnx threads).
-            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-                for res, err in pool.map(segment_job, jobs):
-                    (results.append(res) if res else failed.append(err))
-                    bar.update()
-        else:
-            for job in jobs:
-                res, err = segment_job(job)
-                (results.append(res) if res else failed.append(err))
-                bar.update()
-        bar.close()
+        outcomes = ex.map(segment_job, jobs, desc="segment", unit="source", cpus=segment_cpus)
+        for job, (value, error) in zip(jobs, outcomes):
+            res, err = value if error is None else (None, f"{job[0]}: {error}")
+            (results.append(res) if res else failed.append(err))
         for err in failed:
             _LOGGER.warning("skipped %s", err)
 
@@ -164,10 +154,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def body():
         cli.sweep("segment", args.out, args.metrics)
-        common, opts = params.load(Path(args.params), "segment")
-        _, dataset_opts = params.load(Path(args.params), "build_dataset")
-        s = segment(Path(args.raw), Path(args.out), common.sample_rate_hz, opts,
-                    getattr(dataset_opts, "min_speaker_similarity", None))
+        sections = params.load_all(Path(args.params))
+        common, opts = sections["common"], sections["segment"]
+        ex = executor.make(common, sections["ray"], opts.workers)
+        try:
+            s = segment(Path(args.raw), Path(args.out), common.sample_rate_hz, opts,
+                        sections["build_dataset"].min_speaker_similarity, ex, sections["ray"].segment_cpus)
+        finally:
+            ex.close()
         write_json(Path(args.metrics), s)
         t = s.get("truth")
         if t:

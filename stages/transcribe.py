@@ -78,6 +78,7 @@ Usage:  python -m stages.transcribe [--clips data/clips] [--out data/transcripts
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -89,7 +90,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from voicemill import asr, cli, manifest, params, subtitles, truth
+from voicemill import asr, cli, executor, manifest, params, subtitles, truth
 from voicemill.audio import AudioError, frame_rms_db, read_wav
 from voicemill.fsutil import atomic_dir, write_json
 from voicemill.scoring import error_counts, to_16k
@@ -139,17 +140,62 @@ def _subtitle_texts(clips: pd.DataFrame, clips_dir: Path, language: str, opts: p
     return texts
 
 
-def _languages(model, audios: list[np.ndarray], language: str, opts: params.TranscribeParams):
-    """Per clip the language to decode in, and per clip (detected language, probability): 1.0 when not detected."""
-    if opts.language == "auto":
-        detected = asr.detect_languages(model, audios, opts.batch_size)
-        return [lang for lang, _ in detected], detected
-    decode_as = base_language(language)  # Whisper knows "en", not "en-GB"
-    return [decode_as] * len(audios), [(language, 1.0)] * len(audios)
+class _Asr:
+    """Runs every ASR pass (detection, the model, fallback, verify) on the executor: units of clips,
+    each read and decoded by a worker that loaded its model once."""
+
+    def __init__(self, ex: executor.Executor, opts: params.TranscribeParams, ray_opts: params.RayParams,
+                 language: str, paths: list[str], durations: list[float]):
+        self.ex, self.opts, self.ray, self.language = ex, opts, ray_opts, language
+        self.paths, self.durations = paths, durations
+        self.errors: dict[int, str] = {}  # clip (by position in paths) -> why a pass failed on it
+
+    def _run(self, model: str, method: str, jobs: list, weights: list[int], desc: str) -> list:
+        threads = self.opts.cpu_threads or (max(1, round(self.ray.transcribe_cpus)) if self.ex.name == "ray" else 0)
+        factory = functools.partial(asr.Worker, model, self.opts.device, self.opts.compute_type, threads,
+                                    self.language)
+        return self.ex.on_workers(factory, method, jobs, desc=desc, unit="clip", weights=weights,
+                                  cpus=self.ray.transcribe_cpus, gpus=self.ray.transcribe_gpus,
+                                  workers=self.ray.transcribe_workers)
+
+    def transcribe(self, model: str, clips: list[int], languages: list[str | None], decode: asr.DecodeOptions,
+                   desc: str) -> list[dict | None]:
+        """Results for ``clips`` (positions in paths), in order; None where the pass failed on the clip."""
+        units = asr.plan_units([self.durations[c] for c in clips], languages, decode.batch_size)
+        jobs = [({k: self.paths[clips[k]] for k in u.indices}, u, decode) for u in units]
+        out: list[dict | None] = [None] * len(clips)
+        for u, (value, error) in zip(units, self._run(model, "decode", jobs, [u.clips for u in units], desc)):
+            for k in u.indices:
+                if error is None:
+                    out[k] = value[k]
+                else:
+                    self.errors.setdefault(clips[k], f"{desc}: {error}")
+        return out
+
+    def languages(self, language: str) -> tuple[list[str | None], list[tuple[str, float]]]:
+        """Per clip the language to decode in, and per clip (detected language, probability): 1.0 when not
+        detected."""
+        n = len(self.paths)
+        if self.opts.language != "auto":
+            decode_as = base_language(language)  # Whisper knows "en", not "en-GB"
+            return [decode_as] * n, [(language, 1.0)] * n
+        step = max(1, self.opts.batch_size)
+        chunks = [range(b, min(n, b + step)) for b in range(0, n, step)]
+        jobs = [({i: self.paths[i] for i in chunk}, step) for chunk in chunks]
+        detected: list[tuple[str, float]] = [("", 0.0)] * n
+        for chunk, (value, error) in zip(chunks, self._run(self.opts.model, "detect", jobs,
+                                                           [len(c) for c in chunks], "detect")):
+            for i in chunk:
+                if error is None:
+                    detected[i] = value[i - chunk.start]
+                else:
+                    self.errors.setdefault(i, f"detect: {error}")
+        return [lang or None for lang, _ in detected], detected
 
 
 def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.TranscribeParams,
-               seed: int = 1234) -> dict:
+               seed: int = 1234, ex: executor.Executor | None = None,
+               ray_opts: params.RayParams | None = None) -> dict:
     if opts.language not in ("", "auto"):
         raise cli.StageError(f"transcribe.language must be '' (decode in common.language, {language!r}) or 'auto' "
                              f"(detect each clip's language), got {opts.language!r}")
@@ -157,7 +203,7 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
     clips = clips.sort_values(["source_id", "start_s"], kind="stable").reset_index(drop=True)
     subtitle_texts = _subtitle_texts(clips, clips_dir, language, opts)
 
-    audios, kept, failed = [], [], []
+    paths, durations, kept, failed = [], [], [], []
     for clip in tqdm(clips.itertuples(), total=len(clips), desc="read", unit="clip", disable=None):
         try:
             samples, rate = read_wav(clips_dir / clip.path)
@@ -170,28 +216,38 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
             silence = estimate_silence_share(samples, rate)
         kept.append((clip, float(silence)))
         if not str(getattr(clip, "source_text", "") or ""):
-            audios.append(to_16k(samples, rate))  # Whisper's rate
+            # The workers read the clip again; windows are planned on its length at Whisper's rate.
+            paths.append(str((clips_dir / clip.path).resolve()))
+            durations.append(len(to_16k(samples, rate)) / asr.ASR_RATE)
     if not kept:
         raise cli.StageError(f"no clip in {clips_dir} could be read; rerun 'dvc repro segment'")
 
     decode = asr.DecodeOptions(beam_size=opts.beam_size, batch_size=opts.batch_size,
                                initial_prompt=opts.initial_prompt, seed=seed)
-    results, fallback, verify, timing = [], {}, {}, {"asr_s": 0.0, "audio_s": sum(len(a) for a in audios) / asr.ASR_RATE}
-    if audios:
-        model = asr.load_model(opts.model, opts.device, opts.compute_type, opts.cpu_threads)
-        if not asr.is_multilingual(model) and base_language(language) != "en":
-            raise cli.StageError(f"transcribe.model {opts.model!r} is English-only but common.language is "
-                                 f"{language!r}; use a multilingual model (e.g. transcribe.model: base)")
+    results, fallback, verify, timing = [], {}, {}, {"asr_s": 0.0, "audio_s": sum(durations)}
+    run = _Asr(ex or executor.Local(), opts, ray_opts or params.RayParams(), language, paths, durations)
+    if paths:
         started = time.perf_counter()
-        decode_languages, detected = _languages(model, audios, language, opts)
-        with tqdm(total=len(audios), desc="transcribe", unit="clip", disable=None) as bar:
-            results = asr.transcribe_clips(model, audios, decode_languages, decode, bar.update)
+        decode_languages, detected = run.languages(language)
+        everything = list(range(len(paths)))
+        results = run.transcribe(opts.model, everything, decode_languages, decode, "transcribe")
         for result, (lang, prob) in zip(results, detected):
-            result["language"], result["language_probability"] = lang, prob
-            result["model"] = opts.model
-        fallback = _fallback(audios, results, decode_languages, decode, opts)
-        verify = _verify(audios, results, decode_languages, decode, opts)
+            if result is not None:
+                result["language"], result["language_probability"] = lang, prob
+                result["model"] = opts.model
+        fallback = _fallback(run, results, decode_languages, decode, opts)
+        verify = _verify(run, results, decode_languages, decode, opts)
         timing["asr_s"] = time.perf_counter() - started
+        if len(run.errors) == len(paths):
+            raise cli.StageError(f"ASR failed on every clip in {clips_dir}: {next(iter(run.errors.values()))}")
+        # A clip on which any pass failed is reported and left out, as an unreadable one is.
+        asr_ids = [clip.clip_id for clip, _ in kept if not str(getattr(clip, "source_text", "") or "")]
+        for k, error in sorted(run.errors.items()):
+            _LOGGER.warning("skipped %s: %s", asr_ids[k], error)
+            failed.append(asr_ids[k])
+        lost = {asr_ids[k] for k in run.errors}
+        kept = [(clip, silence) for clip, silence in kept if clip.clip_id not in lost]
+        results = [r for k, r in enumerate(results) if k not in run.errors]
 
     device, compute_type = asr.pick_device(opts.device, opts.compute_type)
     options = json.dumps({"model": opts.model, "device": device, "compute_type": compute_type,
@@ -251,7 +307,7 @@ def _score(result: dict) -> float:
     return result["avg_logprob"] if math.isfinite(result["avg_logprob"]) else -math.inf
 
 
-def _fallback(audios, results, languages, decode: asr.DecodeOptions, opts: params.TranscribeParams) -> dict:
+def _fallback(run: _Asr, results, languages, decode: asr.DecodeOptions, opts: params.TranscribeParams) -> dict:
     """Transcribe the low-scored clips again with transcribe.fallback_model; keep the better-scored result.
 
     A clip qualifies when its avg_logprob is below transcribe.fallback_below
@@ -263,13 +319,14 @@ def _fallback(audios, results, languages, decode: asr.DecodeOptions, opts: param
     if not opts.fallback_model:
         return {}
     low = [i for i, r in enumerate(results)
-           if not math.isfinite(r["avg_logprob"]) or r["avg_logprob"] < opts.fallback_below]
+           if r is not None and (not math.isfinite(r["avg_logprob"]) or r["avg_logprob"] < opts.fallback_below)]
     if not low:
         return {"tried": 0, "chosen": 0}
-    model = asr.load_model(opts.fallback_model, opts.device, opts.compute_type, opts.cpu_threads)
-    second = asr.transcribe_clips(model, [audios[i] for i in low], [languages[i] for i in low], decode)
+    second = run.transcribe(opts.fallback_model, low, [languages[i] for i in low], decode, "fallback")
     chosen = 0
     for i, alt in zip(low, second):
+        if alt is None:
+            continue
         primary = results[i]
         fallback_fields = {"primary_text": primary["text"], "primary_avg_logprob": primary["avg_logprob"],
                            "fallback_text": alt["text"], "fallback_avg_logprob": alt["avg_logprob"]}
@@ -284,7 +341,7 @@ def _fallback(audios, results, languages, decode: asr.DecodeOptions, opts: param
     return {"tried": len(low), "chosen": chosen}
 
 
-def _verify(audios, results, languages, decode: asr.DecodeOptions, opts: params.TranscribeParams) -> dict:
+def _verify(run: _Asr, results, languages, decode: asr.DecodeOptions, opts: params.TranscribeParams) -> dict:
     """Transcribe every clip again with transcribe.verify_model; mark where the two models agree.
 
     Two models rarely mishear a word the same way, so a label both agree on
@@ -293,13 +350,12 @@ def _verify(audios, results, languages, decode: asr.DecodeOptions, opts: params.
     """
     if not opts.verify_model:
         return {}
-    model = asr.load_model(opts.verify_model, opts.device, opts.compute_type, opts.cpu_threads)
-    with tqdm(total=len(audios), desc="verify", unit="clip", disable=None) as bar:
-        second = asr.transcribe_clips(model, audios, languages, decode, bar.update)
-    for result, alt, lang in zip(results, second, languages):
+    second = run.transcribe(opts.verify_model, list(range(len(results))), languages, decode, "verify")
+    results = [(r, alt, lang) for r, alt, lang in zip(results, second, languages) if r is not None and alt is not None]
+    for result, alt, lang in results:
         result["verify_text"] = alt["text"]
         result["label_agrees"] = asr.same_words(result["text"], alt["text"], lang)
-    agree = sum(r["label_agrees"] for r in results)
+    agree = sum(r["label_agrees"] for r, _, _ in results)
     _LOGGER.info("verify %s: the two models agree on %d of %d clip(s)", opts.verify_model, agree, len(results))
     return {"model": opts.verify_model, "clips": len(results), "agree": agree,
             "agree_share": round(agree / len(results), 4) if results else None}
@@ -342,8 +398,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def body():
         cli.sweep("transcribe", args.out, args.metrics)
-        common, opts = params.load(Path(args.params), "transcribe")
-        s = transcribe(Path(args.clips), Path(args.out), common.language, opts, common.seed)
+        sections = params.load_all(Path(args.params))
+        common, opts = sections["common"], sections["transcribe"]
+        ex = executor.make(common, sections["ray"])
+        try:
+            s = transcribe(Path(args.clips), Path(args.out), common.language, opts, common.seed, ex, sections["ray"])
+        finally:
+            ex.close()
         timing = s.pop("_timing")
         write_json(Path(args.metrics), s)
         src = s["by_text_source"]

@@ -367,48 +367,120 @@ def transcribe_clips(model, audios: list[np.ndarray], language: str | None | lis
     languages = list(language) if isinstance(language, (list, tuple)) else [language] * n
     if len(languages) != n:
         raise ValueError(f"{len(languages)} languages for {n} clips")
-    durations = [len(a) / ASR_RATE for a in audios]
     results: list[dict | None] = [None] * n
-    windows = plan_windows(durations, opts.batch_size, languages)
-    alone, packed, doubtful = [], [], set()
-    for w in windows:
-        by_itself = (opts.batch_size <= 1 or languages[w[0]] is None
-                     or (len(w) == 1 and durations[w[0]] > PACK_WINDOW_S))
-        (alone if by_itself else packed).append(w)
-    for (i,) in alone:
-        words, info, no_speech = _decode(model, audios[i], languages[i], opts)
-        results[i] = _result(words, durations[i], 0.0, info.language, info.language_probability, no_speech, 1)
+    for unit in plan_units([len(a) / ASR_RATE for a in audios], languages, opts.batch_size):
+        for i, result in decode_unit(model, audios, unit, opts).items():
+            results[i] = result
         if progress is not None:
-            progress(1)
+            progress(unit.clips)
+    return results  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Work that :func:`decode_unit` does in one go: one window decoded alone (``packed`` False), or up
+    to ``batch_size`` packed windows decoded as one batch. Windows hold clip indices; every decoding
+    is seeded per call, so a unit's results do not depend on what ran before it, or where."""
+
+    windows: tuple[tuple[int, ...], ...]
+    packed: bool
+    language: str | None
+    durations_s: tuple[float, ...]  # of every clip in the windows, in order
+
+    @property
+    def clips(self) -> int:
+        return sum(len(w) for w in self.windows)
+
+    @property
+    def indices(self) -> list[int]:
+        return [i for w in self.windows for i in w]
+
+
+def plan_units(durations_s: list[float], languages: list[str | None], batch_size: int) -> list[Unit]:
+    """The units that :func:`transcribe_clips` decodes (see there): clips planned into windows
+    (:func:`plan_windows`), each window alone or, per language, ``batch_size`` packed windows a unit."""
+    windows = plan_windows(durations_s, batch_size, languages)
+    alone, packed = [], []
+    for w in windows:
+        by_itself = (batch_size <= 1 or languages[w[0]] is None
+                     or (len(w) == 1 and durations_s[w[0]] > PACK_WINDOW_S))
+        (alone if by_itself else packed).append(tuple(w))
+
+    def unit(ws, is_packed: bool) -> Unit:
+        return Unit(tuple(ws), is_packed, languages[ws[0][0]], tuple(durations_s[i] for w in ws for i in w))
+
+    units = [unit([w], False) for w in alone]
     for lang in dict.fromkeys(languages[w[0]] for w in packed):
         mine = [w for w in packed if languages[w[0]] == lang]
-        for b in range(0, len(mine), opts.batch_size):
-            batch = mine[b:b + opts.batch_size]
-            for window, (words, spans, no_speech) in zip(batch, _decode_windows(model, audios, batch, lang, opts)):
-                owners = _owners(words, spans)
-                for k, i in enumerate(window):
-                    clip_words = [w for w, o in zip(words, owners) if o == k]
-                    results[i] = _result(clip_words, durations[i], spans[k][0], lang, 1.0, no_speech, len(window))
-                doubtful |= {window[k] for k in doubtful_edges(words, owners, spans)}
-            if progress is not None:
-                progress(sum(len(w) for w in batch))
+        units += [unit(mine[b:b + batch_size], True) for b in range(0, len(mine), batch_size)]
+    return units
+
+
+def decode_unit(model, audios, unit: Unit, opts: DecodeOptions) -> dict[int, dict]:
+    """The results of a unit's clips, by clip index; ``audios`` maps a clip index to its 16 kHz audio."""
+    durations = dict(zip(unit.indices, unit.durations_s))
+    results: dict[int, dict] = {}
+    if not unit.packed:
+        (i,) = unit.windows[0]
+        words, info, no_speech = _decode(model, audios[i], unit.language, opts)
+        results[i] = _result(words, durations[i], 0.0, info.language, info.language_probability, no_speech, 1)
+        return results
+    lang = unit.language
+    doubtful: set[int] = set()
+    for window, (words, spans, no_speech) in zip(unit.windows,
+                                                 _decode_windows(model, audios, unit.windows, lang, opts)):
+        owners = _owners(words, spans)
+        for k, i in enumerate(window):
+            clip_words = [w for w, o in zip(words, owners) if o == k]
+            results[i] = _result(clip_words, durations[i], spans[k][0], lang, 1.0, no_speech, len(window))
+        doubtful |= {window[k] for k in doubtful_edges(words, owners, spans)}
     # A packed window's decoder now and then skips a whole sentence (seen with
     # shorter windows): a clip that got no word there is decoded alone. So is
     # a clip with a doubtful edge (see doubtful_edges).
-    for window in packed:
+    for window in unit.windows:
         for i in window:
             empty = len(window) > 1 and not results[i]["words"]
             if not (empty or i in doubtful):
                 continue
-            words, info, no_speech = _decode(model, audios[i], languages[i], opts)
+            words, info, no_speech = _decode(model, audios[i], lang, opts)
             if words or not empty:
                 packed_text = results[i]["text"]
-                results[i] = _result(words, durations[i], 0.0, languages[i], 1.0, no_speech, 1)
+                results[i] = _result(words, durations[i], 0.0, lang, 1.0, no_speech, 1)
                 results[i]["edge_check"] = "" if empty else ("confirmed" if same_words(
-                    packed_text, results[i]["text"], languages[i]) else "mended")
+                    packed_text, results[i]["text"], lang) else "mended")
                 _LOGGER.debug("clip %d (%s) decoded alone: %r -> %r", i, "no words" if empty else "doubtful edge",
                               packed_text, results[i]["text"])
-    return results  # type: ignore[return-value]
+    return results
+
+
+class Worker:
+    """One loaded model that decodes units of clips it reads from disk: what an executor's worker holds
+    (see :mod:`voicemill.executor`; on Ray, an actor that loads the model once)."""
+
+    def __init__(self, name: str, device: str = "auto", compute_type: str = "auto", cpu_threads: int = 0,
+                 language: str = "en"):
+        self.model = load_model(name, device, compute_type, cpu_threads)
+        if not is_multilingual(self.model) and base_language(language) != "en":
+            raise ModelError(f"transcribe.model {name!r} is English-only but common.language is {language!r}; "
+                             "use a multilingual model (e.g. transcribe.model: base)")
+
+    @staticmethod
+    def _read(paths: dict[int, str]) -> dict[int, np.ndarray]:
+        from voicemill.audio import read_wav
+        from voicemill.scoring import to_16k
+
+        return {i: to_16k(*read_wav(Path(p))) for i, p in paths.items()}
+
+    def decode(self, job: tuple[dict[int, str], Unit, DecodeOptions]) -> dict[int, dict]:
+        """``job``: (clip index -> WAV path, the unit, decoding options); the unit's results by clip index."""
+        paths, unit, opts = job
+        return decode_unit(self.model, self._read(paths), unit, opts)
+
+    def detect(self, job: tuple[dict[int, str], int]) -> dict[int, tuple[str, float]]:
+        """``job``: (clip index -> WAV path, batch size); each clip's (language, probability)."""
+        paths, batch_size = job
+        audios = self._read(paths)
+        return dict(zip(audios, detect_languages(self.model, list(audios.values()), batch_size)))
 
 
 #: A packed word whose middle lies this far beyond its clip's audio (in the silence between clips) makes the

@@ -62,6 +62,9 @@ class CommonParams:
     sample_rate_hz: int = opt(22050, "sample rate of the clips and of the dataset", "Hz", ge=8000, le=96000)
     language: str = opt("en", "language of the dataset (ISO 639-1): text normalisation and ASR")
     seed: int = opt(1234, "seed for every random choice (demo pauses, split, training)", ge=0)
+    executor: str = opt("local", "where segment and transcribe do their work: 'local' (a process pool on this "
+                        "machine) or 'ray' (a Ray cluster, see the ray section); the outputs are the same",
+                        choices=("local", "ray"))
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,21 @@ class ExportParams:
     num_threads: int = opt(2, "ONNX Runtime and torch CPU threads; the speeds are measured with this many", ge=1)
 
 
+@dataclass(frozen=True)
+class RayParams:
+    address: str = opt("local", "'local' starts a Ray cluster inside the stage; 'auto' joins the cluster "
+                       "started on this machine with 'ray start'; 'HOST:6379' or 'ray://HOST:10001' joins that one")
+    max_retries: int = opt(3, "times an item is tried again when its worker dies (an item that raises is "
+                           "reported, not retried)", ge=0, le=100)
+    segment_cpus: float = opt(1.0, "CPUs reserved per segment task (one source)", gt=0)
+    transcribe_workers: int = opt(0, "ASR workers (each loads the model once); 0 = as many as the cluster's "
+                                  "CPUs (or GPUs, with transcribe_gpus) allow", ge=0)
+    transcribe_cpus: float = opt(1.0, "CPUs reserved per ASR worker; also its CTranslate2 threads when "
+                                 "transcribe.cpu_threads is 0", gt=0)
+    transcribe_gpus: float = opt(0.0, "GPUs per ASR worker, fractional allowed (0.5 = two workers per GPU); "
+                                 "0 = CPU workers", ge=0)
+
+
 SECTIONS: dict[str, type] = {
     "common": CommonParams,
     "download": DownloadParams,
@@ -265,11 +283,14 @@ SECTIONS: dict[str, type] = {
     "train": TrainParams,
     "evaluate": EvaluateParams,
     "export": ExportParams,
+    "ray": RayParams,
 }
 
 #: Params a stage reads besides common and its own section.
 ALSO_READS: dict[str, tuple[str, ...]] = {
-    "segment": ("build_dataset.min_speaker_similarity",),
+    "segment": ("build_dataset.min_speaker_similarity", "ray.address", "ray.max_retries", "ray.segment_cpus"),
+    "transcribe": ("ray.address", "ray.max_retries", "ray.transcribe_workers", "ray.transcribe_cpus",
+                   "ray.transcribe_gpus"),
     "train": ("evaluate.asr_model",),
     "export": ("evaluate.asr_model",),
 }
