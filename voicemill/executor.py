@@ -103,11 +103,14 @@ class Local(Executor):
 
 
 def _call(fn: Callable, item) -> Outcome:
-    """``fn(item)``; an exception costs this item only (its message becomes the item's error)."""
+    """``fn(item)``; an exception costs this item only (its message becomes the item's error), except
+    an OSError: a full disk or a read-only folder is no item's fault, and fails the stage."""
     try:
         return fn(item), None
     except VoicemillError as e:
         return None, str(e)
+    except OSError:
+        raise
     except Exception as e:  # noqa: BLE001 - reported with the item; the traceback goes to the debug log
         _LOGGER.debug("item failed", exc_info=True)
         return None, f"unexpected {_reason(e)} (rerun with --debug for the traceback)"
@@ -176,7 +179,11 @@ class Ray(Executor):
             i = refs.pop(ref)
             try:
                 out[i] = self.ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - every failure is this item's
+            except self.ray.exceptions.RayTaskError as e:
+                if isinstance(e.cause, OSError):
+                    raise e.cause from None  # as the local pool does: the stage fails with it
+                out[i] = (None, self._failure(e))
+            except Exception as e:  # noqa: BLE001 - a dead worker costs its item
                 out[i] = (None, self._failure(e))
             bar.update(weights[i])
 
