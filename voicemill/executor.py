@@ -25,6 +25,7 @@ they finish, wherever they ran.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -62,7 +63,7 @@ class Executor:
         raise NotImplementedError
 
     def close(self) -> None:
-        pass
+        """Let go of the cluster (or the models held here)."""
 
 
 class Local(Executor):
@@ -70,6 +71,14 @@ class Local(Executor):
 
     def __init__(self, workers: int = 0):
         self.workers = workers or os.cpu_count() or 1
+        self._holders: dict = {}  # one per distinct factory call: a model loads once per stage
+
+    def _holder(self, factory: Callable):
+        key = (factory.func, factory.args, tuple(sorted(factory.keywords.items()))) if isinstance(
+            factory, functools.partial) else factory
+        if key not in self._holders:
+            self._holders[key] = factory()
+        return self._holders[key]
 
     def map(self, fn, items, *, desc, unit, cpus=1.0, workers=0):
         out: list[Outcome] = [(None, "not run")] * len(items)
@@ -94,12 +103,15 @@ class Local(Executor):
     def on_workers(self, factory, method, items, *, desc, unit, weights=None, cpus=1.0, gpus=0.0, workers=0):
         weights = list(weights) if weights is not None else [1] * len(items)
         out: list[Outcome] = []
-        holder = factory() if items else None
+        holder = self._holder(factory) if items else None
         with tqdm(total=sum(weights), desc=desc, unit=unit, disable=None) as bar:
             for item, w in zip(items, weights):
                 out.append(_call(getattr(holder, method), item))
                 bar.update(w)
         return out
+
+    def close(self) -> None:
+        self._holders.clear()
 
 
 def _call(fn: Callable, item) -> Outcome:
@@ -232,6 +244,10 @@ class Ray(Executor):
                         h = busy.pop(ref)
                         if queue:
                             submit(h)
+                        elif h not in busy.values():
+                            # Out of work: free its CPUs/GPUs now, so that a worker restarting after a crash
+                            # (its node gone) finds room and the items it holds do not wait for ever.
+                            self.ray.kill(holders[h])
         finally:
             for h in holders:
                 self.ray.kill(h)
