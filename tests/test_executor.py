@@ -146,6 +146,42 @@ def test_a_killed_worker_costs_no_item(raw, local_run, cluster, tmp_path):
         assert digest(out / folder) == digest(local_run / folder), folder
 
 
+@pytest.mark.slow
+def test_a_node_that_dies_costs_no_item(local_run, tmp_path):
+    """A node leaves mid-transcribe: its ASR worker restarts on the other node (once that one's worker is
+    out of work and let go) and the units it held are decoded there."""
+    import psutil
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    node = c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    try:
+        params = params_file(tmp_path / "params.yaml", {**PARAMS, "common": {"executor": "ray"},
+                                                        "ray": {"address": c.address}})
+        cmd = [sys.executable, "-m", "stages.transcribe", "--params", str(params), "--clips",
+               str(local_run / "clips"), "--out", str(tmp_path / "transcripts"), "--metrics",
+               str(tmp_path / "transcribe.json")]
+        proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not any(
+                " ".join(p.info["cmdline"] or []).startswith("ray::_Holder.call")
+                for p in psutil.process_iter(["cmdline"])):
+            time.sleep(0.05)
+        c.remove_node(node)
+        try:
+            log = proc.communicate(timeout=300)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        assert proc.returncode == 0, log[-4000:]
+        assert "skipped" not in log, log[-3000:]
+        assert digest(tmp_path / "transcripts") == digest(local_run / "transcripts")
+    finally:
+        c.shutdown()
+
+
 def test_an_item_that_raises_costs_only_itself(cluster):
     """Both executors: the bad item's error names what went wrong; the others' values come back in order."""
     from voicemill import executor, params

@@ -224,30 +224,36 @@ class Ray(Executor):
         _LOGGER.info("%s: %d Ray worker(s), %g CPU and %g GPU each", desc, n, cpus, gpus)
         queue = list(range(len(items)))[::-1]
         refs: dict = {}
-        busy: dict = {}
+        busy: dict = {}  # ref -> the worker it runs on
+        idle: set[int] = set()
 
         def submit(h):
             i = queue.pop()
             ref = holders[h].call.remote(method, items[i])
             refs[ref], busy[ref] = i, h
 
+        def let_go_of_idle():
+            # Out of work: free its CPUs/GPUs now, so that a worker restarting after a crash (its node
+            # gone) finds room, and the items it holds do not wait for ever.
+            for h in set(range(n)) - set(busy.values()) - idle:
+                self.ray.kill(holders[h])
+                idle.add(h)
+
         try:
             with tqdm(total=sum(weights), desc=f"{desc} (ray)", unit=unit, disable=None) as bar:
-                for h in range(n):
-                    for _ in range(2):  # one running, one waiting: no idle gap between items
+                for _ in range(2):  # one running and one waiting per worker: no idle gap between items
+                    for h in range(n):
                         if queue:
                             submit(h)
                 while refs:
+                    if not queue:
+                        let_go_of_idle()
                     before = set(refs)
                     self._gather(refs, out, bar, weights)
                     for ref in before - set(refs):
                         h = busy.pop(ref)
                         if queue:
                             submit(h)
-                        elif h not in busy.values():
-                            # Out of work: free its CPUs/GPUs now, so that a worker restarting after a crash
-                            # (its node gone) finds room and the items it holds do not wait for ever.
-                            self.ray.kill(holders[h])
         finally:
             for h in holders:
                 self.ray.kill(h)
