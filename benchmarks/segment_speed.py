@@ -15,9 +15,9 @@ Prints times real time for each, the stage/bare speed ratio and the peak RSS of
 the Python process (ffmpeg, a separate process decoding a stream, adds a few MB).
 Goals: stage >= 200x real time on 2 cores, >= 0.5x the bare loop, peak memory
 < 400 MB on the 2-hour source (PASS/BELOW GOAL and the exit code are these);
-and, reported beside them, scored >= 60x real time at <= 600 MB (not met on 2
-cores: DNSMOS P.835 costs about 0.36 CPU-seconds per 9 s window, two windows
-per clip, and the CUDA build of torch that resemblyzer loads is about 470 MB).
+and, reported beside them, scored >= 60x real time at <= 600 MB (speed not
+met on 2 cores: DNSMOS P.835 costs about 0.36 CPU-seconds per 9 s window, two
+windows per clip; the speaker encoder runs in ONNX Runtime without torch).
 
 Usage: python -m benchmarks.segment_speed [--hours 2] [--scored-minutes 5] [--work DIR]
 """

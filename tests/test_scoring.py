@@ -64,6 +64,50 @@ def test_speaker_similarity_separates_voices(sentence, piper_voice, measure):
     assert same > 0.8 and same > different + 0.1
 
 
+def test_torch_free_speaker_encoder_matches_resemblyzer(sentence, measure):
+    """voicemill.ge2e reads resemblyzer's weights without torch: same preprocessing, windows and embeddings."""
+    import subprocess
+    import sys
+
+    import torch
+    from resemblyzer import VoiceEncoder, preprocess_wav
+
+    from voicemill import ge2e
+
+    torch.set_num_threads(1)
+    audio, rate = sentence
+    x = scoring.to_16k(audio, rate)
+    theirs = VoiceEncoder(device="cpu", verbose=False)
+    gap = np.zeros(16000, np.float32)
+    for clip in (x, x[:8000], np.concatenate([x, gap, gap, x])):  # one window, several, a long pause trimmed
+        wav = preprocess_wav(clip, source_sr=16000)
+        assert np.array_equal(ge2e.preprocess(clip), wav)
+        for rate_, cover in ((1.3, 0.75), (4, 0.5)):  # segment's windows, the FAD backend's
+            e1, p1, _ = theirs.embed_utterance(wav, return_partials=True, rate=rate_, min_coverage=cover)
+            e2, p2 = ge2e.encoder().embed_utterance(wav, rate=rate_, min_coverage=cover)
+            assert p1.shape == p2.shape
+            assert measure("max_abs_diff", float(np.abs(p1 - p2).max())) < 1e-5
+            assert float(np.abs(e1 - e2).max()) < 1e-5
+    # And a process that scores speakers never imports torch.
+    code = ("import sys, numpy as np; from voicemill import scoring; "
+            "scoring.SpeakerEncoder().embed(np.random.default_rng(0).normal(0, 0.1, 32000).astype('float32'), 16000); "
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_encoder_weights_that_are_not_an_encoder_are_named(tmp_path):
+    import pickle
+
+    from voicemill import ge2e
+
+    bad = tmp_path / "other.pt"
+    with open(bad, "wb") as f:
+        for obj in (0x1950A86A20F9469CFC6C, 1001, {}, {"model_state": {}}, []):
+            pickle.dump(obj, f, protocol=2)
+    with pytest.raises(ValueError, match="other.pt: not a GE2E encoder checkpoint"):
+        ge2e.Encoder(bad)
+
+
 def test_validity_flags():
     rate = 16000
     assert scoring.validity(np.zeros(0, np.float32), rate, "hi") == "empty"
@@ -117,7 +161,8 @@ def test_peak_pileup_finds_clipping_turned_down_and_encoded_and_spares_clean_lou
             clipped += [peak_pileup(w, rate) for w in _windows(_through(codec, x.astype(np.float32), rate, tmp_path), rate)]
     measure("pileup_clean_max", max(clean))
     measure("pileup_clipped_min", min(clipped))
-    # The stage's default threshold (build_dataset.max_peak_pileup 0.01) with room on both sides.
-    assert max(clean) < 0.006 and min(clipped) > 0.02, (clean, clipped)
+    # The stage's default threshold (build_dataset.max_peak_pileup 0.01) with room on both sides (the synthesized
+    # speech moves a little between CPUs: one CI machine's worst clipped window through AAC read 0.0197).
+    assert max(clean) < 0.006 and min(clipped) > 0.015, (clean, clipped)
     # Not at full scale any more: the old measure (samples at full scale) sees none of it.
     assert np.max(np.abs(x)) < 0.999

@@ -4,7 +4,8 @@ A backend turns a clip into a matrix of embedding vectors (one row per frame
 or window), so that a few clips still give enough vectors for a covariance:
 
 - ``resemblyzer``: GE2E speaker-encoder partial embeddings (256-d, a window
-  every 0.25 s), from the weights in the ``resemblyzer`` package.
+  every 0.25 s), from the weights in the ``resemblyzer`` package
+  (``voicemill.ge2e`` runs them without torch).
 - ``whisper``: Whisper encoder outputs (one 20 ms frame per row) from a
   bundled or configured faster-whisper model.
 - ``clap``: CLAP audio embeddings (one per clip) from a configured
@@ -36,15 +37,15 @@ class ResemblyzerBackend:
     name = "resemblyzer"
 
     def __init__(self, encoder=None):
-        from resemblyzer import VoiceEncoder
+        from voicemill import ge2e
 
-        self.encoder = encoder or VoiceEncoder(device="cpu", verbose=False)
+        self.encoder = encoder or ge2e.encoder()
 
     def frames(self, audio: np.ndarray, rate: int) -> np.ndarray:
         wav = to_16k(audio, rate)
         if wav.size < SCORE_RATE // 2:
             return np.zeros((0, 256), dtype=np.float32)
-        _, partials, _ = self.encoder.embed_utterance(wav, return_partials=True, rate=4, min_coverage=0.5)
+        _, partials = self.encoder.embed_utterance(wav, rate=4, min_coverage=0.5)
         return np.asarray(partials, dtype=np.float32)
 
 

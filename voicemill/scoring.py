@@ -157,26 +157,25 @@ def ci95(values) -> float:
 
 
 class SpeakerEncoder:
-    """resemblyzer's GE2E speaker encoder (weights ship in the package)."""
+    """resemblyzer's GE2E speaker encoder (weights ship in the package), run without torch (``voicemill.ge2e``)."""
 
     def __init__(self):
-        from resemblyzer import VoiceEncoder
+        from voicemill import ge2e
 
-        self.encoder = VoiceEncoder(device="cpu", verbose=False)
+        self.encoder = ge2e.encoder()
 
     def embed(self, audio: np.ndarray, rate: int) -> np.ndarray:
         return self.embed_partials(audio, rate)[0]
 
     def embed_partials(self, audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
         """The clip's embedding and those of its 1.6 s partial windows (at least one)."""
-        from resemblyzer import preprocess_wav
+        from voicemill import ge2e
 
         audio = to_16k(audio, rate)
-        wav = preprocess_wav(audio, source_sr=SCORE_RATE)
+        wav = ge2e.preprocess(audio)
         if wav.size < SCORE_RATE // 4:
             wav = audio  # too little voiced audio after trimming: use it all
-        embedding, partials, _ = self.encoder.embed_utterance(wav, return_partials=True)
-        return embedding, partials
+        return self.encoder.embed_utterance(wav)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

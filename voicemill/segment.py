@@ -682,11 +682,11 @@ def consistency(partials: np.ndarray, min_windows: int = 2) -> float:
 
 @functools.cache
 def speaker_encoder() -> scoring.SpeakerEncoder:
-    """resemblyzer's encoder, loaded once per process (clip scoring and the reference share it)."""
-    import torch
+    """resemblyzer's encoder, loaded once per process (clip scoring and the reference share it).
 
-    # One thread: identical numbers whether sources run serially or in workers.
-    torch.set_num_threads(1)
+    It runs on one thread (``voicemill.ge2e``): identical numbers whether
+    sources run serially or in workers, and no torch in a segment worker.
+    """
     return scoring.SpeakerEncoder()
 
 
