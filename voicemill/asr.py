@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import itertools
 import logging
 import math
@@ -180,6 +181,27 @@ def plan_windows(durations_s: list[float], batch_size: int, languages: list[str 
     return windows
 
 
+def one_blas_thread(fn):
+    """``fn`` with NumPy's BLAS on one thread while it runs.
+
+    faster-whisper computes its log-mel features with NumPy; OpenBLAS splits a
+    product differently on 1 and on 2+ threads, the features move in their
+    last bits, and Whisper now and then hears another word ("flour" /
+    "flower"). On one thread the text is the same whatever the machine's
+    cores, the process (a Ray worker runs with OMP_NUM_THREADS=1) or the
+    executor; the features are a small share of the work.
+    """
+    @functools.wraps(fn)
+    def serial(*args, **kwargs):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+
+    return serial
+
+
+@one_blas_thread
 def _decode(model, audio: np.ndarray, language: str | None, opts: DecodeOptions):
     import ctranslate2
 
@@ -299,6 +321,7 @@ def _lay_out(audios: list[np.ndarray], window: list[int]) -> tuple[np.ndarray, l
     return np.concatenate(parts), spans
 
 
+@one_blas_thread
 def _decode_windows(model, audios: list[np.ndarray], windows: list[list[int]], language: str,
                     opts: DecodeOptions) -> list[tuple[list, list[tuple[float, float]], float]]:
     """Decode several packed windows in one batch with faster-whisper's BatchedInferencePipeline.
@@ -523,6 +546,7 @@ def transcribe(model, audio_16k: np.ndarray, language: str | None, beam_size: in
     return transcribe_clips(model, [audio_16k], language, opts)[0]
 
 
+@one_blas_thread
 def detect_languages(model, audios: list[np.ndarray], batch_size: int = 8) -> list[tuple[str, float]]:
     """Each clip's most likely language and its probability (first 30 s of the clip).
 
