@@ -362,6 +362,19 @@ def speak(voice, line: Line) -> tuple[np.ndarray, int, list]:
     return audio[start:end], rate, words
 
 
+def speak_kokoro(voice, text: str, rate: int | None = None) -> tuple[np.ndarray, int, list]:
+    """:func:`speak` for a Kokoro voice (``voicemill.kokoro.KokoroVoice.load("jf_alpha")``): ``text`` trimmed
+    to the speech, at 24 kHz or ``rate``; word spans ``[(ipa, start, end)]`` in samples, as :func:`speak` gives.
+
+    Not part of the demo corpus, which stays joe's: a target speaker for cloning, saying known text.
+    """
+    audio, rate, words = voice.synthesize_words(text, rate=rate)
+    spans = [(w.ipa, int(round(w.start_s * rate)), int(round(w.end_s * rate))) for w in words]
+    start, end = sound_bounds(audio, rate)
+    spans = [(ipa, max(s, start) - start, min(e, end) - start) for ipa, s, e in spans if e > start and s < end]
+    return audio[start:end], rate, spans
+
+
 def _spans(sentences: list[dict], kind: str, rate: int, margin_s: float = 0.3) -> list[tuple[int, int]]:
     """Sample spans over consecutive sentences that carry impairment ``kind``."""
     spans: list[list[int]] = []
