@@ -19,21 +19,30 @@ generic variations also put a seeded TPDF dither at -90 dBFS (about one
 differences another CPU's kernels make in Piper's output.
 
 Each variation runs `pytest -m machine` (tests marked `machine` in
-tests/*.py) with VOICEMILL_VARIATION set, which also runs the demo's data
-stages against their goals (tests/test_portability.py). The values the tests
-record with the `measure` fixture are printed side by side with their spread.
-Exits 1 when any test fails in any variation.
+tests/*.py; `-m` picks others) with VOICEMILL_VARIATION set, which also runs
+the demo's data stages against their goals (tests/test_portability.py). The
+values the tests record with the `measure` fixture are printed side by side
+with their spread. Exits 1 when any test fails in any variation.
+
+`--busy` keeps CPU-bound processes running beside the tests, as on a CI
+runner that shares its cores: no test may assume how fast the CPU is
+(tests/pace.py sizes their waits from work timed on the machine). The
+processes are stopped when the run ends, fails or is interrupted, and stop
+themselves if this script is killed.
 
 Usage:
     python -m scripts.portability                      # generic and avx2
     python -m scripts.portability --variations native generic avx2
     python -m scripts.portability --variations generic -k scoring
+    python -m scripts.portability --variations native --busy -m "not slow"   # the suite on a busy machine
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -75,8 +84,40 @@ def variation_env(name: str) -> dict[str, str]:
     return env
 
 
-def run_variation(name: str, junit: Path, extra: list[str]) -> tuple[int, float]:
-    cmd = [sys.executable, "-m", "pytest", "-m", "machine", "-q", "-p", "no:cacheprovider",
+#: A CPU-bound loop that ends once its parent (this script) is gone, however that ended. Ctrl-C reaches it
+#: too: it leaves stopping to its parent, with no traceback.
+SPIN = ("import os, signal, sys\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nparent = int(sys.argv[1])\n"
+        "while os.getppid() == parent:\n    sum(range(10**6))\n")
+
+
+@contextlib.contextmanager
+def busy(processes: int):
+    """``processes`` CPU-bound processes running for the ``with`` block, stopped however it ends."""
+    if processes < 1:
+        yield []
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_exit)  # a plain kill runs the ``finally`` below too
+    spinners = []
+    try:
+        for _ in range(processes):
+            spinners.append(subprocess.Popen([sys.executable, "-c", SPIN, str(os.getpid())]))
+        print(f"portability: busy: {processes} CPU-bound process(es) beside the tests "
+              f"(pid {', '.join(str(p.pid) for p in spinners)})", flush=True)
+        yield spinners
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for spinner in spinners:
+            spinner.kill()
+        for spinner in spinners:
+            spinner.wait()
+
+
+def _raise_exit(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def run_variation(name: str, junit: Path, extra: list[str], marker: str = "machine") -> tuple[int, float]:
+    cmd = [sys.executable, "-m", "pytest", "-m", marker, "-q", "-p", "no:cacheprovider",
            f"--junitxml={junit}", "-o", "junit_family=legacy", *extra]
     print(f"\n=== {name}: {' '.join(f'{k}={v}' for k, v in VARIATIONS[name][0].items()) or '(this CPU)'}",
           flush=True)
@@ -125,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variations", nargs="+", choices=list(VARIATIONS), default=["generic", "avx2"],
                    help="which machines to reproduce (default: %(default)s)")
     p.add_argument("-k", dest="keyword", default=None, help="only tests matching this pytest -k expression")
+    p.add_argument("-m", dest="marker", default="machine",
+                   help="the tests to run, as a pytest -m expression (default: %(default)s; \"\": every test)")
+    p.add_argument("--busy", type=int, nargs="?", const=1, default=0, metavar="N",
+                   help="keep N CPU-bound processes (default 1) running beside the tests: a busy machine")
     args = p.parse_args(argv)
     flags = cpu_flags()
     names = []
@@ -136,10 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         names.append(name)
     extra = ["-k", args.keyword] if args.keyword else []
     results, failed_runs = {}, []
-    with tempfile.TemporaryDirectory(prefix="voicemill-portability-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="voicemill-portability-") as tmp, busy(args.busy):
         for name in names:
             junit = Path(tmp) / f"{name}.xml"
-            code, seconds = run_variation(name, junit, extra)
+            code, seconds = run_variation(name, junit, extra, args.marker)
             print(f"=== {name}: exit {code} in {seconds:.0f} s", flush=True)
             results[name] = read_junit(junit)
             if code not in (0, 5):  # 5: no test selected
@@ -148,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad or failed_runs:
         print("\nportability: failed in " + ", ".join(failed_runs) + (":\n  " + "\n  ".join(bad) if bad else ""))
         return 1
-    print(f"\nportability: every machine-sensitive test passed in {', '.join(names)}")
+    which = "machine-sensitive" if args.marker == "machine" and not args.keyword else "selected"
+    print(f"\nportability: every {which} test passed in {', '.join(names)}" + (" on a busy machine" if args.busy else ""))
     return 0
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.goals import check_demo_data
+from tests.pace import HANG_S
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +71,7 @@ def _kill_during(stage: str, repo: Path, env: dict, ready) -> str:
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
-    began, deadline = None, time.monotonic() + 900
+    began, deadline = None, time.monotonic() + HANG_S  # the stage's event itself; only a hang reaches this
     while True:
         assert proc.poll() is None, f"dvc repro ended before {stage} could be killed:\n{''.join(lines)[-3000:]}"
         assert time.monotonic() < deadline, f"{stage} never became ready:\n{''.join(lines)[-3000:]}"
@@ -213,7 +214,7 @@ def test_a_queued_sweep_compares_runs_by_the_listening_composite(repo_copy):
              "-S", "train.eval_sentences=2", "-S", "train.patience=0"]
     run(["dvc", "exp", "run", "--queue", "train", *quick, "-S", "train.lr_adapt=5e-6,2e-5"], repo, env)
     run(["dvc", "queue", "start", "--jobs", "1"], repo, env)
-    deadline = time.monotonic() + 900
+    deadline = time.monotonic() + HANG_S  # only a hang reaches this
     while True:
         status = run(["dvc", "queue", "status"], repo, env)
         if not any(state in status for state in ("Queued", "Running")):

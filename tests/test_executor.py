@@ -20,11 +20,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, params_file
+from tests.pace import HANG_S, patient
 
 ray = pytest.importorskip("ray")
 
 #: Scoring on (DNSMOS and speaker embeddings: the clip bytes and every score compared), one ASR model.
 PARAMS = {"transcribe": {"verify_model": ""}}
+#: How long a started node may take to join. Ray's default (30 s) guesses at the machine's speed; this only
+#: has to catch a node that never joins.
+JOIN_S = 600.0
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,7 @@ def cluster():
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     c.add_node(num_cpus=1)
-    c.wait_for_nodes()
+    c.wait_for_nodes(JOIN_S)
     yield c
     c.shutdown()
 
@@ -56,34 +60,38 @@ def raw(tmp_path_factory):
     return root / "raw"
 
 
-def run_stages(raw: Path, out: Path, executor: str, address: str = "", kill: bool = False) -> tuple[str, list[str]]:
-    """segment then transcribe in subprocesses (each its own Ray driver); their logs, and what was killed."""
+def run_stages(raw: Path, out: Path, executor: str, address: str = "", kill: bool = False,
+               limits: dict[str, float] | None = None) -> tuple[str, list[str], dict[str, float]]:
+    """segment then transcribe in subprocesses (each its own Ray driver); their logs, what was killed, and the
+    seconds each stage took. ``limits``: the seconds after which a stage counts as hung (default ``HANG_S``)."""
     sections = {**PARAMS, "common": {"executor": executor}}
     if address:
         sections["ray"] = {"address": address}
     out.mkdir(parents=True)
     params = params_file(out / "params.yaml", sections)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    logs, killed = [], []
+    logs, killed, seconds = [], [], {}
     for stage, args in (("segment", ["--raw", str(raw), "--out", str(out / "clips")]),
                         ("transcribe", ["--clips", str(out / "clips"), "--out", str(out / "transcripts")])):
         cmd = [sys.executable, "-m", f"stages.{stage}", "--params", str(params), *args,
                "--metrics", str(out / f"{stage}.json")]
+        began = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         watcher = None
         if kill:
             watcher = threading.Thread(target=kill_first_worker, args=(proc, killed), daemon=True)
             watcher.start()
         try:
-            log = proc.communicate(timeout=600)[0]
+            log = proc.communicate(timeout=(limits or {}).get(stage, HANG_S))[0]
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
+        seconds[stage] = time.monotonic() - began
         if watcher:
             watcher.join()
         assert proc.returncode == 0, f"{stage} ({executor}) failed:\n{log[-4000:]}"
         logs.append(log)
-    return "\n".join(logs), killed
+    return "\n".join(logs), killed, seconds
 
 
 #: Ray titles its worker processes by what they run: a segment task, or an ASR actor.
@@ -91,19 +99,24 @@ WORKER_TITLES = ("ray::segment_job", "ray::_Holder")
 
 
 def kill_first_worker(proc: subprocess.Popen, killed: list[str]) -> None:
-    """SIGKILL the first Ray worker process running a segment task or an ASR actor (once per stage)."""
+    """SIGKILL the first Ray worker process running a segment task or an ASR actor (once per stage), well into
+    its item: once it has spent a CPU-second more on it (a wall-clock second is less work on a busy machine)."""
     import psutil
 
     while proc.poll() is None:
         for p in psutil.process_iter(["pid", "cmdline"]):
             cmdline = " ".join(p.info["cmdline"] or []).strip()
             if cmdline.startswith(WORKER_TITLES):
-                time.sleep(1.0)  # well into its item
                 try:
+                    start = sum(p.cpu_times()[:2])  # user + system
+                    while proc.poll() is None and sum(p.cpu_times()[:2]) - start < 1.0:
+                        time.sleep(0.05)
+                    if proc.poll() is not None:
+                        return  # the stage ended first: nothing killed, and the test says so
                     os.kill(p.info["pid"], signal.SIGKILL)
                     killed.append(cmdline)
                     return
-                except ProcessLookupError:
+                except (ProcessLookupError, psutil.NoSuchProcess):
                     continue
         time.sleep(0.05)
 
@@ -116,34 +129,37 @@ def digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def local_run(raw, tmp_path_factory):
+    """The local pool's outputs, and the seconds each stage took: Ray's runs of the same work get ten times that."""
     out = tmp_path_factory.mktemp("local") / "run"
-    run_stages(raw, out, "local")
-    return out
+    _, _, seconds = run_stages(raw, out, "local")
+    return out, {stage: patient(s, 600) for stage, s in seconds.items()}
 
 
 @pytest.mark.slow
 def test_two_nodes_write_the_same_bytes_as_the_local_pool(raw, local_run, cluster, tmp_path):
+    local, limits = local_run
     out = tmp_path / "ray"
-    log, _ = run_stages(raw, out, "ray", cluster.address)
+    log, _, _ = run_stages(raw, out, "ray", cluster.address, limits=limits)
     assert "Ray cluster " + cluster.address in log and "2 node(s)" in log
     for folder in ("clips", "transcripts"):
-        assert digest(out / folder) == digest(local_run / folder), folder
+        assert digest(out / folder) == digest(local / folder), folder
     clips = digest(out / "clips")
     assert sum(name.startswith("wavs/") for name in clips) > 20
     for stage in ("segment", "transcribe"):
         assert json.loads((out / f"{stage}.json").read_text()) == json.loads(
-            (local_run / f"{stage}.json").read_text())
+            (local / f"{stage}.json").read_text())
 
 
 @pytest.mark.slow
 def test_a_killed_worker_costs_no_item(raw, local_run, cluster, tmp_path):
+    local, limits = local_run
     out = tmp_path / "ray"
-    log, killed = run_stages(raw, out, "ray", cluster.address, kill=True)
+    log, killed, _ = run_stages(raw, out, "ray", cluster.address, kill=True, limits=limits)
     assert len(killed) == 2, f"expected one worker killed per stage, got {killed}\n{log[-3000:]}"
     assert any("segment_job" in k for k in killed) and any("_Holder" in k for k in killed), killed
     assert "skipped" not in log, log[-3000:]
     for folder in ("clips", "transcripts"):
-        assert digest(out / folder) == digest(local_run / folder), folder
+        assert digest(out / folder) == digest(local / folder), folder
 
 
 @pytest.mark.slow
@@ -153,31 +169,33 @@ def test_a_node_that_dies_costs_no_item(local_run, tmp_path):
     import psutil
     from ray.cluster_utils import Cluster
 
+    local, limits = local_run
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     node = c.add_node(num_cpus=1)
-    c.wait_for_nodes()
+    c.wait_for_nodes(JOIN_S)
     try:
         params = params_file(tmp_path / "params.yaml", {**PARAMS, "common": {"executor": "ray"},
                                                         "ray": {"address": c.address}})
         cmd = [sys.executable, "-m", "stages.transcribe", "--params", str(params), "--clips",
-               str(local_run / "clips"), "--out", str(tmp_path / "transcripts"), "--metrics",
+               str(local / "clips"), "--out", str(tmp_path / "transcripts"), "--metrics",
                str(tmp_path / "transcribe.json")]
         proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None and not any(
-                " ".join(p.info["cmdline"] or []).startswith("ray::_Holder.call")
-                for p in psutil.process_iter(["cmdline"])):
+        deadline = time.monotonic() + limits["transcribe"]
+        while not any(" ".join(p.info["cmdline"] or []).startswith("ray::_Holder.call")
+                      for p in psutil.process_iter(["cmdline"])):
+            assert proc.poll() is None, f"transcribe ended before an ASR worker was seen:\n{proc.stdout.read()}"
+            assert time.monotonic() < deadline, f"no ASR worker after {limits['transcribe']:.0f} s"
             time.sleep(0.05)
         c.remove_node(node)
         try:
-            log = proc.communicate(timeout=300)[0]
+            log = proc.communicate(timeout=limits["transcribe"])[0]
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
         assert proc.returncode == 0, log[-4000:]
         assert "skipped" not in log, log[-3000:]
-        assert digest(tmp_path / "transcripts") == digest(local_run / "transcripts")
+        assert digest(tmp_path / "transcripts") == digest(local / "transcripts")
     finally:
         c.shutdown()
 

@@ -14,8 +14,10 @@ The demo's data goals under a variation run only inside
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,42 @@ def test_demo_data_stages_meet_the_goals(tmp_path, measure):
     check_demo_data(metrics, measure)
     dataset = json.loads((metrics / "dataset.json").read_text())
     print(f"{os.environ[VARIATION_ENV]}: dataset fingerprint {dataset['fingerprint']}, dropped {dataset['dropped']}")
+
+
+@pytest.mark.parametrize("stop", ["exception", signal.SIGTERM, signal.SIGKILL])
+def test_busy_processes_spin_beside_the_tests_and_never_outlive_the_run(stop):
+    """`--busy`: an error or Ctrl-C in the run, a plain kill, or a SIGKILL (no cleanup runs) leaves none behind."""
+    import psutil
+
+    from scripts.portability import busy
+
+    if stop == "exception":
+        with pytest.raises(KeyboardInterrupt), busy(2) as spinners:
+            assert len(spinners) == 2 and all(s.poll() is None for s in spinners)
+            spinning, deadline = psutil.Process(spinners[0].pid), time.monotonic() + 60
+            while sum(spinning.cpu_times()[:2]) < 0.2:  # CPU-bound: it takes what CPU it gets
+                assert time.monotonic() < deadline, "a busy process used no CPU"
+                time.sleep(0.05)
+            raise KeyboardInterrupt
+        assert all(s.poll() is not None for s in spinners)
+        return
+    code = "import time\nfrom scripts.portability import busy\nwith busy(1):\n    time.sleep(600)\n"
+    run = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    line = run.stdout.readline()  # "portability: busy: 1 CPU-bound process(es) beside the tests (pid 123)"
+    spinner = psutil.Process(int(line.rsplit("pid ", 1)[1].rstrip(")\n")))
+    assert spinner.ppid() == run.pid and _alive(spinner)
+    run.send_signal(stop)
+    assert run.wait() == (143 if stop == signal.SIGTERM else -signal.SIGKILL)
+    deadline = time.monotonic() + 60  # a limit only: it looks for its parent every few hundredths of a second
+    while _alive(spinner):
+        assert time.monotonic() < deadline, "a busy process outlived the run"
+        time.sleep(0.05)
+
+
+def _alive(process) -> bool:
+    import psutil
+
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

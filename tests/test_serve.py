@@ -25,12 +25,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.pace import patient, slowest
 from voicemill.serve import engine
 
 ROOT = Path(__file__).resolve().parents[1]
 JOE = engine.bundled_joe()
 TWO = "The kettle is on. The bread will be out of the oven in ten minutes!"
 LONG = " ".join(["She opened the window, listened to the rain for a while, and went back to her book."] * 24)
+#: The unit of work the waits and the deadline below are sized in (issue 31): one worker synthesizing these
+#: 400 characters, timed here (3.6 s on 2 busy cores of an AMD EPYC).
+UNIT = LONG[:400]
+#: The `tight` server's deadline, in units: the queue test needs two (one request runs, the other waits for it
+#: and then runs), so two thirds of it is spare for a load that changes after the measurement.
+DEADLINE_UNITS = 6
+#: A text past that deadline on any machine: four deadlines' worth of work (24 units, 9,600 characters or more).
+TOO_LONG = " ".join([LONG] * 5)
 
 
 def voicemill_cmd() -> list[str]:
@@ -38,6 +47,29 @@ def voicemill_cmd() -> list[str]:
     script = Path(sys.executable).with_name("voicemill")
     assert script.exists(), "pip install -e . (scripts/setup.sh does it) puts the voicemill command here"
     return [str(script)]
+
+
+_PACE: list[float] = []
+
+
+def measure_pace() -> float:
+    """Seconds one worker (one ONNX Runtime thread, as `voicemill serve` runs it) takes now to synthesize
+    ``UNIT``: the slowest of two, after a warm-up, with whatever else the machine is running."""
+    voice = _joe()
+    sentences = voice.sentences(UNIT)
+    voice.synthesize_sentence("Warm up.")
+    _PACE.append(slowest(lambda: [voice.synthesize_sentence(s) for s in sentences]))
+    return _PACE[-1]
+
+
+def unit_s() -> float:
+    """The latest measured ``UNIT`` synthesis (measured now when none is)."""
+    return _PACE[-1] if _PACE else measure_pace()
+
+
+def waited(units: float, floor_s: float) -> float:
+    """The limit on waiting for ``units`` syntheses of ``UNIT`` (``floor_s``: the limit on an idle machine)."""
+    return patient(units * unit_s(), floor_s)
 
 
 def free_port() -> int:
@@ -60,8 +92,9 @@ class Served:
         assert m, f"no serving line: {line!r} {self.proc.stderr.read() if self.proc.poll() is not None else ''}"
         self.port = int(m.group(1))
 
-    def request(self, method: str, path: str, body=None, timeout: float = 60.0, raw: bytes | None = None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+    def request(self, method: str, path: str, body=None, timeout: float | None = None, raw: bytes | None = None):
+        # No request here asks for more than the tight server's deadline of work (or a stream's sentence).
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout or waited(DEADLINE_UNITS, 60))
         data = raw if raw is not None else (json.dumps(body) if body is not None else None)
         conn.request(method, path, data, {"Content-Type": "application/json"} if data is not None else {})
         response = conn.getresponse()
@@ -91,8 +124,11 @@ def server():
 
 @pytest.fixture(scope="module")
 def tight():
-    """One worker, a queue of one, a 4 s deadline: where refusals, timeouts and gone clients show."""
-    s = Served("--workers", "1", "--queue", "1", "--timeout-s", "4", "--max-chars", "5000")
+    """One worker, a queue of one, a deadline of ``DEADLINE_UNITS`` syntheses timed on this machine just before
+    the server starts (``s.deadline_s``): where refusals, timeouts and gone clients show."""
+    deadline_s = round(DEADLINE_UNITS * measure_pace(), 1)
+    s = Served("--workers", "1", "--queue", "1", "--timeout-s", str(deadline_s), "--max-chars", "20000")
+    s.deadline_s = deadline_s
     yield s
     s.stop()
 
@@ -181,7 +217,7 @@ def test_speak_writes_a_wav_that_says_the_text(tmp_path, measure):
     out = tmp_path / "hello.wav"
     text = "On 3 May 2024 the fare rose to $12.50. Nobody was happy about it."
     r = subprocess.run(voicemill_cmd() + ["speak", text, "--voice", "joe", "-o", str(out)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+                       capture_output=True, text=True, cwd=ROOT, timeout=waited(1, 120))
     assert r.returncode == 0, r.stderr
     samples, rate = read_wav(out.read_bytes())
     assert rate == 22050 and 4.0 < samples.size / rate < 12.0
@@ -192,28 +228,29 @@ def test_speak_writes_a_wav_that_says_the_text(tmp_path, measure):
 
 def test_speak_reads_stdin_and_pipes_raw_pcm_and_refuses_clearly(tmp_path):
     r = subprocess.run(voicemill_cmd() + ["speak", "--raw", "--voice", str(JOE), "--speed", "1.5"],
-                       input=TWO.encode(), capture_output=True, cwd=ROOT, timeout=120)
+                       input=TWO.encode(), capture_output=True, cwd=ROOT, timeout=waited(1, 120))
     assert r.returncode == 0, r.stderr
     assert len(r.stdout) % 2 == 0 and 1.0 < len(r.stdout) / 2 / 22050 < 5.0
     assert b"22050 Hz" in r.stderr
     text_file = tmp_path / "t.txt"
     text_file.write_text("From a file.")
     r = subprocess.run(voicemill_cmd() + ["speak", "-f", str(text_file), "--voice", "joe"], capture_output=True,
-                       cwd=ROOT, timeout=120)
+                       cwd=ROOT, timeout=waited(1, 120))
     assert r.returncode == 0 and read_wav(r.stdout)[0].size > 5000  # WAV on stdout
     for args, message in ((["speak", "Hi 👍", "--voice", "joe", "-o", str(tmp_path / "x.wav")], "THUMBS UP"),
                           (["speak", "Hi", "--voice", "nobody", "-o", str(tmp_path / "x.wav")], "unknown voice"),
                           (["speak", "Hi", "--voice", "joe", "--speed", "9", "-o", str(tmp_path / "x.wav")],
                            "out of range"),
                           (["serve", "--port", "70000"], "--port: 70000 is out of range")):
-        r = subprocess.run(voicemill_cmd() + args, capture_output=True, text=True, cwd=ROOT, timeout=120)
+        r = subprocess.run(voicemill_cmd() + args, capture_output=True, text=True, cwd=ROOT,
+                           timeout=waited(1, 120))
         assert r.returncode == 1 and message in r.stderr, (args, r.stderr)
     assert not (tmp_path / "x.wav").exists()
 
 
 def test_voices_lists_the_bundled_voice():
     r = subprocess.run(voicemill_cmd() + ["voices", "--json"], capture_output=True, text=True, cwd=ROOT,
-                       timeout=120)
+                       timeout=waited(1, 120))
     voices = {v["name"]: v for v in json.loads(r.stdout)}
     assert voices["joe"]["sample_rate"] == 22050 and voices["joe"]["language"].startswith("en")
 
@@ -251,7 +288,7 @@ def test_synthesize_wav_pcm_and_a_stream_that_comes_in_sentence_order(server):
 
 
 def test_a_stream_starts_before_the_text_is_synthesized(server):
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=waited(DEADLINE_UNITS, 60))
     t0 = time.perf_counter()
     conn.request("POST", "/api/synthesize", json.dumps({"text": LONG[:1500], "format": "pcm", "stream": True}),
                  {"Content-Type": "application/json"})
@@ -330,14 +367,13 @@ def test_a_full_queue_is_503_with_retry_after(tight):
     results = []
 
     def call():
-        results.append(tight.request("POST", "/api/synthesize", {"text": LONG[:400]}))
+        results.append(tight.request("POST", "/api/synthesize", {"text": UNIT}))
 
     callers = [threading.Thread(target=call) for _ in range(2)]  # one runs, one waits: the queue is full
     for caller in callers:
         caller.start()
-    deadline = time.monotonic() + 10
-    while tight.json("/health")["active"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    # Both admitted, the first still running: two units of work stand between them and the deadline.
+    _wait_for(tight, lambda health: health["active"] >= 2, waited(1, 10), "both callers admitted")
     status, headers, content = tight.request("POST", "/api/synthesize", {"text": "Me too."})
     for caller in callers:
         caller.join()
@@ -347,8 +383,8 @@ def test_a_full_queue_is_503_with_retry_after(tight):
 
 
 def test_past_the_deadline_is_504_and_frees_the_worker(tight):
-    status, _, content = tight.request("POST", "/api/synthesize", {"text": LONG[:4000]})
-    assert status == 504 and "timed out after 4 s" in json.loads(content)["detail"]
+    status, _, content = tight.request("POST", "/api/synthesize", {"text": TOO_LONG})
+    assert status == 504 and f"timed out after {tight.deadline_s:g} s" in json.loads(content)["detail"]
     _wait_idle(tight)
     assert tight.request("POST", "/api/synthesize", {"text": "Free again."})[0] == 200
 
@@ -357,6 +393,7 @@ def _open_stream(port: int, text: str, rcvbuf: int = 0, mp3: bool = False) -> so
     sock = socket.socket()
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(waited(DEADLINE_UNITS, 60))  # what is read, the first audio, comes within a deadline
     sock.connect(("127.0.0.1", port))
     path, body = ("/v1/audio/speech", {"input": text, "voice": "alloy"}) if mp3 else \
         ("/api/synthesize", {"text": text, "format": "pcm", "stream": True})
@@ -384,24 +421,47 @@ def test_a_vanished_client_gives_its_place_back(tight, mp3):
 def test_a_stalled_client_holds_no_worker_and_is_dropped(tight):
     before = _timeouts(tight)
     # four minutes of audio (10 MB) nobody reads: more than the socket buffers hold (4 MB at most here)
-    stalled = _open_stream(tight.port, (LONG + " ") * 2, rcvbuf=4096)
-    time.sleep(1.0)
+    text = (LONG + " ") * 2
+    stalled = _open_stream(tight.port, text, rcvbuf=4096)
+    # Its writes stall once the socket buffers fill: it holds its place, no synthesis runs, no sentence is
+    # done, for a whole unit of work (a stream writes between sentences in a moment).
+    quiet = {"since": time.monotonic(), "last": None}
+
+    def stalled_now(health):
+        state = (health["active"], health["running"], health["sentences_total"])
+        if state != quiet["last"]:
+            quiet.update(since=time.monotonic(), last=state)
+        return state[:2] == (1, 0) and time.monotonic() - quiet["since"] > unit_s()
+
+    _wait_for(tight, stalled_now, waited(len(text) / len(UNIT), 90), "the stream stalled on its client")
     # while it waits on its client, the one worker serves someone else
     status, _, wav = tight.request("POST", "/api/synthesize", {"text": "Someone else."})
     assert status == 200 and read_wav(wav)[0].size > 10000
-    _wait_idle(tight, timeout=90)  # its writes stall once the socket buffers fill; 4 s later it is dropped
+    _wait_idle(tight, waited(DEADLINE_UNITS + 1, 90))  # dropped a deadline after its last write
     assert _timeouts(tight) == before + 1
     stalled.close()
 
 
-def _wait_idle(served: Served, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+def _health(served: Served) -> dict:
+    """The load gauges and counters, from /metrics (``voicemill_active 1``)."""
+    text = served.request("GET", "/metrics")[2].decode()
+    return {k: float(v) for k, v in re.findall(r"^voicemill_(\w+) ([0-9.e+-]+)$", text, re.M)}
+
+
+def _wait_for(served: Served, done, limit_s: float, what: str) -> None:
+    """Poll the server's load until ``done(health)``; fail after ``limit_s`` (a limit, never the expected wait)."""
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        health = served.json("/health")
-        if health["active"] == 0 and health["running"] == 0:
+        if done(_health(served)):
             return
-        time.sleep(0.1)
-    raise AssertionError(f"still busy after {timeout} s: {served.json('/health')}")
+        time.sleep(0.02)
+    raise AssertionError(f"{what}: not after {limit_s:.0f} s: {_health(served)}")
+
+
+def _wait_idle(served: Served, limit_s: float | None = None) -> None:
+    """Until nothing is admitted or running (a request that ended frees its worker after its current sentence)."""
+    _wait_for(served, lambda health: health["active"] == 0 and health["running"] == 0,
+              limit_s or waited(1, 10), "idle")
 
 
 # ------------------------------------------------------------------ Wyoming
@@ -416,7 +476,7 @@ def test_wyoming_describe_synthesize_and_stream(server):
     async def until(client, last_type):
         events = []
         while True:
-            event = await asyncio.wait_for(client.read_event(), 60)
+            event = await asyncio.wait_for(client.read_event(), waited(1, 60))
             events.append(event)
             if event.type in (last_type, "error"):
                 return events
@@ -434,7 +494,7 @@ def test_wyoming_describe_synthesize_and_stream(server):
             await client.write_event(SynthesizeStop().event())
             streamed = await until(client, "synthesize-stopped")
             await client.write_event(Synthesize(text="Thumbs 👍").event())
-            error = await asyncio.wait_for(client.read_event(), 30)
+            error = await asyncio.wait_for(client.read_event(), waited(1, 30))
             return info, whole, streamed, error
 
     info, whole, streamed, error = asyncio.run(talk())
@@ -459,20 +519,22 @@ def test_the_page_speaks_in_chromium(server, tmp_path):
 
     chromium = shutil.which("chromium")
     assert chromium, "Chromium is needed for this test: scripts/setup.sh --test installs it"
+    limit_ms = waited(1, 30) * 1000  # starting Chromium, loading the page, speaking one sentence
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=[
+        browser = pw.chromium.launch(executable_path=chromium, timeout=limit_ms, args=[
             "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync", "--autoplay-policy="
             "no-user-gesture-required", "--disable-background-networking"])
         page = browser.new_page()
+        page.set_default_timeout(limit_ms)  # Playwright's own default (30 s) would be a guess at the CPU's speed
         page.goto(f"http://127.0.0.1:{server.port}/")
-        page.wait_for_function("document.querySelectorAll('#voice option').length > 0", timeout=20000)
+        page.wait_for_function("document.querySelectorAll('#voice option').length > 0")
         page.fill("#text", "Hello from the browser. It works.")
         page.locator("#speed").fill("1.25")
         with page.expect_response("**/api/synthesize") as response_info:
             page.click("#speak")
         response = response_info.value
         assert response.status == 200 and response.headers["content-type"] == "audio/wav"
-        page.wait_for_function("document.getElementById('player').src.startsWith('blob:')", timeout=20000)
+        page.wait_for_function("document.getElementById('player').src.startsWith('blob:')")
         size = page.evaluate("fetch(document.getElementById('player').src).then(r => r.arrayBuffer())"
                              ".then(b => b.byteLength)")
         assert size > 44 + 22050  # the audio element holds more than half a second of speech
@@ -486,7 +548,7 @@ def test_the_page_speaks_in_chromium(server, tmp_path):
         assert page.get_attribute("#download", "href").startswith("blob:")
         page.fill("#text", "Nice 👍")
         page.click("#speak")
-        page.wait_for_function("document.getElementById('status').className === 'error'", timeout=20000)
+        page.wait_for_function("document.getElementById('status').className === 'error'")
         assert "THUMBS UP SIGN" in page.text_content("#status")
         page.screenshot(path=str(tmp_path / "page.png"))
         browser.close()
