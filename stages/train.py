@@ -12,11 +12,12 @@ Writes: <out>/model.pth (weights with the discriminator, step, preset),
         scores at each evaluation), and <checkpoints>: checkpoints to resume
         from, and each evaluation's audio (see voicemill/tts/checkpoints.py)
 Params: common.sample_rate_hz, common.language, common.seed, train.*
-Recipe: from a Piper voice, `warmup_steps` steps train only what the voice
-        lacks (posterior encoder, duration posterior, discriminator) against
-        the frozen generator; then `adapt_parts` adapt at `lr_adapt` with the
-        adversarial loss ramping in (see voicemill/tts/training.py and the
-        README, "Training a voice").
+Recipe: from a Piper voice, `align_steps` cheap steps teach the posterior
+        encoder the voice's own latent (voicemill/tts/align.py), then
+        `warmup_steps` steps train the duration posterior and the
+        discriminator against the frozen generator; then `adapt_parts` adapt
+        at `lr_adapt` with the adversarial loss ramping in (see
+        voicemill/tts/training.py and the README, "Training a voice").
 Resume: interrupted (Ctrl-C, kill -9, a power cut), the next run resumes
         from the newest complete checkpoint of the same run: same preset,
         init_from, dataset and recipe params (raising max_steps continues a

@@ -101,12 +101,12 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
         "segment": lambda t: any(p for d in repo.glob("data/.tmp-clips-*") for p in d.rglob("*.wav")),  # half cut
         "transcribe": lambda t: t > 6,
         "build_dataset": lambda t: t > 1.5,
-        "train": lambda t: (repo / "models" / "checkpoints" / "step-000040").is_dir(),  # after a checkpoint
+        "train": lambda t: (repo / "models" / "checkpoints" / "step-000320").is_dir(),  # a checkpoint after align
         "evaluate": lambda t: t > 6,
         "export": lambda t: t > 4,
     }
     logs = {stage: _kill_during(stage, repo, env, ready[stage]) for stage in STAGES}
-    assert "resuming from" in logs["evaluate"] and "step 40 of 100" in logs["evaluate"]  # train went on from 40
+    assert "resuming from" in logs["evaluate"] and "step 320 of 400" in logs["evaluate"]  # train went on from 320
     out = run(["dvc", "repro"], repo, env)
     assert "Running stage 'export'" in out and "resuming from" not in out  # train finished in an earlier run
     assert not _leftovers(repo), _leftovers(repo)
@@ -167,7 +167,7 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
     # Training listened as it went: evaluations after the warm-up, the best one exported, its audio kept.
     train_metrics = json.loads((repo / "metrics" / "train" / "metrics.json").read_text())
     best = train_metrics["best"]
-    assert train_metrics["evaluations"] >= 2 and train_metrics["chosen_step"] == best["step"] > 60, train_metrics
+    assert train_metrics["evaluations"] >= 2 and train_metrics["chosen_step"] == best["step"] > 360, train_metrics
     assert best["composite"] >= 0.8 and best["wer"] <= 0.2, best
     assert torch.load(repo / "models" / "tts" / "model.pth", weights_only=False)["step"] == best["step"]
     assert len(list((repo / "models" / "checkpoints" / "eval" / f"step-{best['step']:06d}").glob("*.wav"))) == 10
@@ -202,15 +202,16 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
 def test_a_queued_sweep_compares_runs_by_the_listening_composite(repo_copy):
     """`dvc exp run --queue` with a grid of train.lr_adapt, `dvc queue start`, `dvc exp show` with the composite.
 
-    Runs after the demo test (the dataset is in the cache); each experiment trains two steps (one warm-up,
-    one adapt) and listens once, on two sentences, so the sweep costs about a minute per run.
+    Runs after the demo test (the dataset is in the cache); each experiment trains three steps (one align,
+    one warm-up, one adapt) and listens once, on two sentences, so the sweep costs about a minute per run.
     """
     import time
 
     repo, env = repo_copy
     if not (repo / "dvc.lock").exists():
         pytest.skip("needs the demo's dvc repro (test_demo_repro_then_up_to_date_then_experiment)")
-    quick = ["-S", "train.warmup_steps=1", "-S", "train.max_steps=2", "-S", "train.eval_every=1",
+    quick = ["-S", "train.align_steps=1", "-S", "train.warmup_steps=1", "-S", "train.max_steps=3",
+             "-S", "train.eval_every=1",
              "-S", "train.eval_sentences=2", "-S", "train.patience=0"]
     run(["dvc", "exp", "run", "--queue", "train", *quick, "-S", "train.lr_adapt=5e-6,2e-5"], repo, env)
     run(["dvc", "queue", "start", "--jobs", "1"], repo, env)

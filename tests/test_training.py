@@ -140,7 +140,7 @@ def test_the_best_checkpoint_by_listening_is_exported_and_patience_stops_early(d
     from voicemill.tts.coqui import load_voice
 
     summary = train(dataset, tmp_path / "tts", tmp_path / "live", TrainOptions(
-        init_from="joe", max_steps=12, warmup_steps=0, batch_size=2, lr_adapt=1e-3, adversarial_ramp_steps=0,
+        init_from="joe", max_steps=12, align_steps=0, warmup_steps=0, batch_size=2, lr_adapt=1e-3, adversarial_ramp_steps=0,
         adapt_parts=("decoder", "flow", "text_encoder", "duration"), eval_every=2, eval_sentences=6, patience=2),
         checkpoints_dir=tmp_path / "ckpt")
     evals = summary["evaluations"]
@@ -203,3 +203,34 @@ def test_two_processes_data_parallel_on_cpu_agree(dataset, tmp_path):
     initial = resolve_start(opts).model.state_dict()
     trained = torch.load(tmp_path / "tts" / "model.pth", weights_only=False)["model"]
     assert {part_of(k) for k in initial if not torch.equal(initial[k], trained[k])} >= {"decoder", "flow"}
+
+
+def test_the_align_phase_teaches_the_posterior_joes_latent_and_leaves_the_voice(dataset, measure):
+    """Regressed onto the latents joe renders, the posterior hears joe's latent in joe's audio: the frozen decoder
+    then renders a recording back (copy-synthesis) far closer to it than through the untrained posterior."""
+    from voicemill import scoring
+    from voicemill.audio import read_wav
+    from voicemill.tts.align import copy_synthesis
+    from voicemill.tts.phonemes import dataset_ids
+    from voicemill.tts.training import GENERATOR_PARTS, Loop, Phase, load_clips, resolve_start
+
+    torch.manual_seed(0)
+    start = resolve_start(TrainOptions(init_from="joe", num_threads=2))
+    model = start.model
+    data = load_clips(dataset, "metadata_train.csv", dataset_ids(dataset, start.front), 22050)
+    voice = {k: v.clone() for k, v in model.state_dict().items() if part_of(k) in GENERATOR_PARTS}
+    clip_id = (dataset / "metadata_val.csv").read_text().split("|")[0]
+    real, rate = read_wav(dataset / "wavs" / f"{clip_id}.wav")
+    enc = scoring.SpeakerEncoder()
+
+    def copy_similarity() -> float:
+        return scoring.cosine(enc.embed(copy_synthesis(model, real), rate), enc.embed(real, rate))
+
+    before = copy_similarity()
+    loop = Loop(model, data, [Phase("align", 60, {"posterior": 1e-3}, adversarial=False, kind="align")], 4, 1)
+    losses = [loop.run_step().losses["loss_align"] for _ in range(60)]
+    loop.finish()
+    assert measure("align_mse_last", np.mean(losses[-10:])) < 0.6 * measure("align_mse_first", np.mean(losses[:5]))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in voice.items())  # the voice is untouched
+    after = copy_similarity()
+    assert measure("copy_similarity_aligned", after) > measure("copy_similarity_untrained", before) + 0.1

@@ -82,10 +82,12 @@ def test_parts_cover_every_parameter_and_the_plan_warms_up_first():
     assert part_of("duration_predictor.post_flows.1.convs.x") == "duration_post"
     assert part_of("duration_predictor.flows.1.x") == "duration_post"
     assert part_of("duration_predictor.flows.2.x") == "duration"
-    warm, adapt = plan(TrainOptions(warmup_steps=10, max_steps=0), "piper", 30)
-    assert (warm.steps, adapt.steps) == (10, 20) and not warm.adapts and adapt.adapts
-    assert set(warm.lrs) == {"posterior", "duration_post", "disc"} and not warm.adversarial
-    assert "flow" in adapt.lrs and "text_encoder" not in adapt.lrs and "decoder" not in adapt.lrs
+    align, warm, adapt = plan(TrainOptions(align_steps=5, warmup_steps=10, max_steps=0), "piper", 30)
+    assert (align.steps, warm.steps, adapt.steps) == (5, 10, 15) and not align.adapts and not warm.adapts
+    assert align.kind == "align" and set(align.lrs) == {"posterior"} and adapt.adapts
+    assert set(warm.lrs) == {"duration_post", "disc"} and not warm.adversarial
+    assert "posterior" in adapt.lrs and "text_encoder" not in adapt.lrs
+    assert set(TrainOptions().adapt_parts) <= set(adapt.lrs)
     (only,) = plan(TrainOptions(max_steps=0), "voice", 5)
     assert only.name == "adapt"
 
@@ -104,8 +106,8 @@ def _generator(model) -> dict:
 def joe_voice(tmp_path_factory, dataset):
     """init_from joe, warm-up only: the generator is joe's, untouched."""
     out = tmp_path_factory.mktemp("joe_voice")
-    summary = train(dataset, out / "tts", out / "live", _opts(init_from="joe", max_steps=2, warmup_steps=2))
-    assert summary["start"] == "piper" and summary["steps"] == 2 and summary["phases"] == ["warmup 2"]
+    summary = train(dataset, out / "tts", out / "live", _opts(init_from="joe", max_steps=4, align_steps=2, warmup_steps=2))
+    assert summary["start"] == "piper" and summary["steps"] == 4 and summary["phases"] == ["align 2", "warmup 2"]
     return out
 
 

@@ -198,8 +198,13 @@ class TrainParams:
                          "wrote; empty = from scratch (needs many hours)")
     epochs: int = opt(1000, "passes over the training clips; whichever of epochs and max_steps ends first",
                       "epochs", ge=1)
-    max_steps: int = opt(100, "optimiser steps; 0 = no limit. The demo's CPU budget; a GPU run: 5000-20000",
+    max_steps: int = opt(400, "optimiser steps (align steps included); 0 = no limit. The demo's CPU budget; a "
+                         "GPU run: 5000-20000",
                          "steps", ge=0)
+    align_steps: int = opt(300, "from a Piper voice: first, cheap steps (a tenth of a VITS step) that regress "
+                           "the posterior encoder onto the latents the imported generator renders (counted in "
+                           "max_steps). A GPU run: 1000-2000", "steps", ge=0)
+    align_lr: float = opt(1e-3, "learning rate of the posterior encoder in the align steps", gt=0, le=1)
     warmup_steps: int = opt(60, "from a Piper voice: steps in which only the parts it lacks (posterior "
                             "encoder, discriminator) learn", "steps", ge=0)
     batch_size: int = opt(4, "clips per micro-batch", "clips", ge=1)

@@ -13,7 +13,9 @@ Modules:
   ``piper-medium``, ``piper-high``, coqui's ``full``).
 - ``piper_import``: Piper ONNX weights -> a coqui ``Vits`` (checked against the ONNX).
 - ``coqui``: building, saving and loading coqui ``Vits`` voices; synthesis.
-- ``training``: the fine-tuning loop and its phases (warm-up, adaptation),
+- ``align``: the posterior encoder taught the imported decoder's latent
+  (rehearsal pairs the generator speaks), and copy-synthesis.
+- ``training``: the fine-tuning loop and its phases (align, warm-up, adaptation),
   and a run: resume, evaluations, the best checkpoint, early stop, precision.
 - ``checkpoints``: checkpoints written whole, kept and resumed; what makes
   two runs the same run.

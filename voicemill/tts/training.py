@@ -23,6 +23,7 @@ recipe and the measurements behind it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -51,6 +52,8 @@ PARTS: dict[str, tuple[str, ...]] = {
 }
 GENERATOR_PARTS = ("text_encoder", "duration", "flow", "decoder")
 UNTRAINED_AFTER_IMPORT = ("posterior", "duration_post", "disc")
+#: Sentences the imported generator speaks for the posterior's alignment (``voicemill.tts.align``).
+REHEARSAL_SENTENCES = 60
 
 
 def part_of(name: str) -> str:
@@ -72,6 +75,9 @@ class Phase:
     """The generator's adversarial and feature-matching losses ramp from 0 to full weight over these steps."""
     adversarial: bool = True
     """False: no adversarial or feature-matching loss for the generator in this phase."""
+    kind: str = "vits"
+    """``vits``: coqui's VITS losses on the training clips; ``align``: the posterior encoder regressed onto the
+    latents the generator itself renders (``voicemill.tts.align``), no clip, no discriminator."""
 
     @property
     def adapts(self) -> bool:
@@ -219,6 +225,16 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
+@contextlib.contextmanager
+def _without(disc):
+    """The discriminator answers nothing (no scores, no features) inside: coqui's losses over it are then 0."""
+    disc.forward = lambda *args, **kwargs: ([], [], [], [])  # an instance attribute shadows the method
+    try:
+        yield
+    finally:
+        del disc.forward
+
+
 @dataclass
 class StepLog:
     step: int
@@ -260,6 +276,7 @@ class Loop:
         self._phase_index: int | None = None
         self.optimizers: dict = {}
         self.clips_seen: list[str] = []
+        self._aligner = None
 
     def locate(self, step: int) -> tuple[int, int]:
         """(phase index, steps into that phase) of the step after ``step`` steps are done."""
@@ -282,6 +299,14 @@ class Loop:
         learning = set_trainable(self.model, phase.lrs)
         self.optimizers = _optimizers(self.model, phase)
         self._phase_index = index
+        if phase.kind == "align" and self._aligner is None:
+            from voicemill.tts.align import Aligner, rehearsal_pairs
+
+            # The generator speaks the training texts (seeded: a resumed run gets the same pairs).
+            # No more sentences than the phase draws crops from (a short test run speaks one or two).
+            texts = self.data.ids[:max(1, min(REHEARSAL_SENTENCES, phase.steps * self.batches.batch_size))]
+            self._aligner = Aligner(self.model, rehearsal_pairs(self.model, texts, seed=self.seed),
+                                    self.batches.batch_size, self.seed + self.group.rank)
         # Which parameters each side steps: fixed for the phase, so found once here, not at every step.
         self._disc_params = [p for p in self.model.disc.parameters() if p.requires_grad]
         self._gen_params = [p for n, p in self.model.named_parameters() if p.requires_grad and part_of(n) != "disc"]
@@ -358,11 +383,22 @@ class Loop:
         self.criterion_g.gen_loss_alpha, self.criterion_g.feat_loss_alpha = gen_alpha * ramp, feat_alpha * ramp
         model, sums = self.model, {}
         disc_params, gen_params = self._disc_params, self._gen_params
+        if phase.kind == "align":
+            self._aligner.rng.seed(self.seed * 1_000_003 + self.step * 1009 + self.group.rank)  # as torch's, above
+            for micro in range(self.accumulation):
+                with self._autocast():
+                    loss = self._aligner.loss(self.group.device)
+                self._backward(loss["loss"])
+                sums["loss_align"] = sums.get("loss_align", 0.0) + float(loss["loss"].detach()) / self.accumulation
+            self._optimizer_step(self.optimizers["gen"], gen_params)
+            return self._done(phase, sums, t0)
+        # A phase that neither trains the discriminator nor feels it skips it: on a CPU it is most of a step.
+        no_disc = "disc" not in phase.lrs and not phase.adversarial
         for micro in range(self.accumulation):
             last = micro == self.accumulation - 1
             batch = self._batch()
             # Discriminator: the generator's forward pass runs here and is cached for the generator's turn.
-            with self._autocast():
+            with self._autocast(), _without(model.disc) if no_disc else contextlib.nullcontext():
                 _, loss_d = model.train_step(batch, self.criterion_d, 0)
             if "disc" in self.optimizers:
                 self._backward(loss_d["loss"])
@@ -373,7 +409,7 @@ class Loop:
                 for p in disc_params:  # the generator's loss goes through the discriminator, not into it
                     p.requires_grad_(False)
                 try:
-                    with self._autocast():
+                    with self._autocast(), _without(model.disc) if no_disc else contextlib.nullcontext():
                         _, loss_g = model.train_step(batch, self.criterion_g, 1)
                     self._backward(loss_g["loss"])
                 finally:
@@ -385,6 +421,9 @@ class Loop:
             model.model_outputs_cache = None
             for n, v in losses.items():
                 sums[n] = sums.get(n, 0.0) + float(v.detach()) / self.accumulation
+        return self._done(phase, sums, t0)
+
+    def _done(self, phase: Phase, sums: dict, t0: float) -> StepLog:
         if self.scaler:
             self.scaler.update()
         self.step += 1
@@ -423,6 +462,8 @@ class TrainOptions:
     init_from: str
     epochs: int
     max_steps: int
+    align_steps: int
+    align_lr: float
     warmup_steps: int
     batch_size: int
     lr: float
@@ -529,16 +570,22 @@ def plan(opts: TrainOptions, kind: str, total_steps: int) -> list[Phase]:
 
     From a Piper voice (the parts a Piper ONNX lacks start untrained):
 
-    1. ``warmup`` (``warmup_steps``): the posterior encoder, the duration
-       predictor's posterior and the discriminator learn at ``lr`` against the
-       frozen imported generator, with no adversarial loss for the generator.
-       Training the generator before the posterior encoder has learnt what the
-       decoder understands teaches the decoder to decode noise and the text
-       encoder to match it: measured, every weight trainable from step 0
-       broke the joe voice within 100 steps even on its own recordings.
-    2. ``adapt`` (the rest): ``adapt_parts`` learn at ``lr_adapt``, the
-       training-only parts go on at ``lr``, and the generator's adversarial
-       loss ramps in over ``adversarial_ramp_steps``.
+    1. ``align`` (``align_steps``): the posterior encoder alone learns, at
+       ``align_lr``, to hear in audio the latent the imported generator
+       rendered it from (``voicemill.tts.align``: rehearsal pairs the
+       generator speaks itself; a step costs a fraction of a VITS step). A
+       posterior left to learn through the mel loss invents a latent of its
+       own that the decoder has never rendered, and a decoder trained on it
+       learns to decode noise.
+    2. ``warmup`` (``warmup_steps``): the duration predictor's posterior and
+       the discriminator learn at ``lr`` against the frozen generator, with
+       no adversarial loss for the generator.
+    3. ``adapt`` (the rest): ``adapt_parts`` learn at ``lr_adapt``, the
+       posterior follows at ``lr_adapt`` (it now speaks the decoder's
+       latent; at ``lr`` it would drift from it faster than the decoder
+       follows), the duration posterior and discriminator go on at ``lr``,
+       and the generator's adversarial loss ramps in over
+       ``adversarial_ramp_steps``.
 
     From a voice this pipeline trained (every part already trained): ``adapt`` only.
     """
@@ -547,12 +594,14 @@ def plan(opts: TrainOptions, kind: str, total_steps: int) -> list[Phase]:
     if kind == "scratch":
         return [Phase("train", total_steps, {p: opts.lr for p in PARTS})]
     if kind == "piper":
-        warm = min(opts.warmup_steps, total_steps)
-        return [Phase("warmup", warm, helpers, adversarial=False),
-                Phase("adapt", total_steps - warm, {**helpers, **gen_parts}, opts.adversarial_ramp_steps)]
+        align = min(opts.align_steps, total_steps)
+        warm = min(opts.warmup_steps, total_steps - align)
+        rest = total_steps - align - warm
+        return [Phase("align", align, {"posterior": opts.align_lr}, adversarial=False, kind="align"),
+                Phase("warmup", warm, {"duration_post": opts.lr, "disc": opts.lr}, adversarial=False),
+                Phase("adapt", rest, {**helpers, "posterior": opts.lr_adapt, **gen_parts},
+                      opts.adversarial_ramp_steps)]
     return [Phase("adapt", total_steps, {**helpers, **gen_parts}, opts.adversarial_ramp_steps)]
-
-
 
 
 @dataclass(frozen=True)
@@ -576,7 +625,8 @@ def check_options(opts: TrainOptions) -> None:
     for name in ("batch_size", "grad_accumulation", "keep_checkpoints", "eval_sentences", "num_threads"):
         if getattr(opts, name) < 1:
             raise VoicemillError(f"train.{name} must be at least 1, not {getattr(opts, name)}")
-    for name in ("max_steps", "checkpoint_every", "eval_every", "patience", "warmup_steps", "grad_clip"):
+    for name in ("max_steps", "checkpoint_every", "eval_every", "patience", "align_steps", "warmup_steps",
+                 "grad_clip"):
         if getattr(opts, name) < 0:
             raise VoicemillError(f"train.{name} must be 0 (off) or more, not {getattr(opts, name)}")
     if opts.patience and not opts.eval_every:
@@ -664,7 +714,7 @@ def _train(group, job: Job) -> None:
                       opts.sample_rate_hz)
     batches = math.ceil(len(data) / max(1, min(opts.batch_size, len(data))))
     per_epoch = math.ceil(batches / (group.world * opts.grad_accumulation))
-    total = opts.epochs * per_epoch
+    total = opts.epochs * per_epoch + (opts.align_steps if start.kind == "piper" else 0)
     if opts.max_steps:
         total = min(total, opts.max_steps)
     phases = plan(opts, start.kind, total)
@@ -706,22 +756,25 @@ def _train(group, job: Job) -> None:
         log = loop.run_step()
         if main:
             bar.update(1)
-            bar.set_postfix(phase=log.phase, mel=f"{log.losses.get('loss_mel', float('nan')):.2f}", refresh=False)
+            key = "loss_align" if "loss_align" in log.losses else "loss_mel"
+            bar.set_postfix(phase=log.phase, **{key[5:]: f"{log.losses.get(key, float('nan')):.2f}"}, refresh=False)
             live.step = log.step
             for key, value in log.losses.items():
                 live.log_metric(f"train/{key}", value)
             if log.step % 25 == 0 or log.step == total:
                 rate = (log.step - first) / max(1e-9, time.monotonic() - t0)
-                _LOGGER.info("step %d/%d (%s): mel %.2f, kl %.2f, duration %.2f; %.2f steps/s, %s to go", log.step,
-                             total, log.phase, log.losses.get("loss_mel", float("nan")),
-                             log.losses.get("loss_kl", float("nan")), log.losses.get("loss_duration", float("nan")),
-                             rate, _duration((total - log.step) / max(rate, 1e-9)))
+                losses = (f"align {log.losses['loss_align']:.3f}" if "loss_align" in log.losses else
+                          ", ".join(f"{n} {log.losses.get('loss_' + n, float('nan')):.2f}"
+                                    for n in ("mel", "kl", "duration")))
+                _LOGGER.info("step %d/%d (%s): %s; %.2f steps/s, %s to go", log.step, total, log.phase, losses, rate,
+                             _duration((total - log.step) / max(rate, 1e-9)))
             evaluate = bool(listener) and loop.generator_trained and (
                 log.step % opts.eval_every == 0 or log.step == total)
             if evaluate:
                 stop = _evaluate(listener, loop, store, history, live, opts)
+            # Not inside the align phase: its steps are a fraction of a VITS step, and a checkpoint is 0.7 GB.
             checkpoint = evaluate or stop or log.step == total or (
-                opts.checkpoint_every and log.step % opts.checkpoint_every == 0)
+                opts.checkpoint_every and log.step % opts.checkpoint_every == 0 and log.phase != "align")
             if checkpoint:
                 store.save(log.step, {"loop": loop.state_dict(), "history": history, "identity": identity,
                                       "code": code_fingerprint()})
