@@ -1,33 +1,43 @@
-"""Does fine-tuning from joe move the voice toward a new speaker while it stays intelligible?
+"""Does fine-tuning from joe make the voice become another speaker, and stay natural?
 
-The target is a voice that differs from joe: the demo's guest (joe spoken
-1.3x slower and played 1.3x faster: pitch and formants 30 % up, the same
-speed), saying every sentence of the demo episodes and the reference and
-:data:`EXTRA_SENTENCES` (83 sentences, 5.3 minutes of speech; 6 held out for
-scoring). Training is ``voicemill.tts.training``
-with the train params' recipe (warm-up, then the adapt phase), from the
-bundled joe voice, for as long as ``--minutes`` allows.
+The target is a voice that is not joe, saying known text:
 
-At every checkpoint (``--eval-every`` steps, and step 0: joe itself) the 6
-held-out sentences are synthesized and scored:
+- ``--target kokoro:jf_alpha`` (or any of ``voicemill.kokoro.VOICES``): a real
+  speaker of Kokoro-82M, synthesized sentence by sentence
+  (``voicemill.kokoro.write_target_dataset``);
+- ``--target guest``: the demo's guest (joe shifted 30 % up);
+- ``--target path/to/dataset``: an LJSpeech dataset (``metadata_train.csv``,
+  ``metadata_val.csv``, ``wavs/``), e.g. ``data/dataset``: joe's own
+  recordings, where any change is damage.
 
-- ``sim_target``: resemblyzer cosine to the centroid of the target's real
-  recordings of those sentences; ``sim_joe``: to joe's renderings of them;
-- ``wer``: tiny.en round trip, normalised; ``distillmos``: Distill-MOS.
+``--train-minutes`` of the target's speech (10 by default) are trained on,
+with the train stage's recipe (``voicemill.tts.training.plan`` from the train
+params' defaults; ``--set key=value`` overrides one, e.g. ``--set
+lr_adapt=5e-5``), from the bundled joe voice, for as long as ``--minutes``
+allows. Ten held-out sentences are scored at step 0 (joe), at the end of the
+align and warm-up phases, and every ``--eval-every`` steps of the adapt phase:
 
-Goal (the issue's, for a GPU run): sim_target >= 0.85 with WER <= 0.10. On
-CPU: every checkpoint WER <= 0.15 and Distill-MOS >= 3.5, and sim_target at
-least 0.05 above joe's own (step 0) by the last checkpoint.
+- ``sim_target``: resemblyzer cosine of the voice's renderings to the centroid
+  of the target's held-out recordings; ``sim_joe``: to joe's renderings (step
+  0) of the same sentences;
+- ``wer``: tiny.en round trip; ``distillmos``: Distill-MOS;
+- ``composite``: the train stage's listening composite
+  (``voicemill.tts.listening.composite``, similarity = ``sim_target``), which
+  picks the checkpoint the train stage would export;
+- ``copy_sim_target``, ``copy_distillmos``: the target's held-out recordings
+  copy-synthesized (posterior mean -> decoder): what the decoder can render of
+  the target at that step, the bound on any recipe that keeps it.
 
-With ``--dataset data/dataset`` the target is the demo itself (joe's own
-recordings): then any change is damage, which is how the recipe's parts and
-rates were chosen (README, "Training a voice").
+And once: ``target_ceiling``, the target's own held-out recordings against
+their centroid (what a perfect clone would score).
 
-Writes <out>/adapt.json (params and the curve), adapt.csv, adapt.png.
-Usage:  python -m benchmarks.adapt [--minutes 30] [--eval-every 100] [--out reports/adapt]
-            [--lr-adapt 1e-5] [--adapt-parts flow decoder] [--warmup-steps 60]
-        python -m benchmarks.adapt --dataset data/dataset --adapt-parts flow decoder \
-            --max-steps 120 --eval-every 60 --out reports/adapt-demo
+Goal (issue 25): the checkpoint the composite picks has sim_target >= 0.75,
+Distill-MOS >= 3.5, WER <= 0.10, and sim_target > sim_joe.
+
+Writes <out>/adapt.json (args, options, ceilings, curve, verdict), adapt.csv and adapt.png.
+Usage:  python -m benchmarks.adapt --target kokoro:jf_alpha --minutes 60
+        python -m benchmarks.adapt --target guest --minutes 30 --eval-every 100
+        python -m benchmarks.adapt --target data/dataset --max-steps 180 --eval-every 60
 """
 
 from __future__ import annotations
@@ -44,125 +54,119 @@ import numpy as np
 import torch
 
 _LOGGER = logging.getLogger("benchmarks.adapt")
-HELD_OUT = 6
-#: More of the target's speech, beyond the demo's sentences, so the target has over 5 minutes.
-EXTRA_SENTENCES = (
-    "The library opens at nine on weekdays and at ten on Sundays.",
-    "My sister moved to the coast last spring and now sails every weekend.",
-    "Please remember to bring a warm jacket, because the evenings get cold.",
-    "The old bridge was repaired in 2019 after the great flood.",
-    "We planted forty apple trees along the southern edge of the field.",
-    "Her first novel sold more than ten thousand copies in a single month.",
-    "The museum has a small room full of clocks that all show different times.",
-    "If the bus is late again, we will walk the rest of the way.",
-    "A cup of hot chocolate costs $3.20 at the kiosk by the harbour.",
-    "The choir practises on Tuesday evenings in the hall behind the church.",
-    "Nobody knew who had left the bicycle leaning against the gate.",
-    "The recipe calls for two eggs, a cup of milk, and a pinch of salt.",
-    "After the storm, the beach was covered in seaweed and driftwood.",
-    "Our neighbour keeps bees, and every autumn she gives us a jar of honey.",
-    "The train to the mountains climbs slowly through the pine forest.",
-    "He fixed the roof himself, with a ladder, a hammer, and a lot of patience.",
-    "The market sells fresh fish on Fridays and cheese on Saturdays.",
-    "At the end of the lane there is a blue door with a brass knocker.",
-    "The children counted the stars until they fell asleep on the grass.",
-    "This year the festival will last five days instead of three.",
-    "The lighthouse keeper wrote a letter to his daughter every single week.",
-    "Turn left at the bakery, then keep going until you reach the river.",
-    "The team scored twice in the last ten minutes and won the cup.",
-    "Snow fell all night, and by morning the village was quiet and white.",
-    "Thank you for listening, and have a lovely evening.",
-)
+HELD_OUT = 10
 
 
-def target_dataset(out: Path) -> Path:
-    """The guest voice saying the demo's sentences, as an LJSpeech dataset with phonemes.csv."""
-    from voicemill import demo
-    from voicemill.audio import write_wav
-    from voicemill.textnorm import normalize
-    from voicemill.tts.phonemes import FrontEnd, write_dataset_phonemes
+def target_dataset(target: str, cache: Path) -> Path:
+    """The dataset folder of ``--target``: synthesized once into ``cache`` for a speaker, or the folder given."""
+    from voicemill.errors import VoicemillError
 
-    if (out / "phonemes.csv").exists():
-        return out
-    (out / "wavs").mkdir(parents=True, exist_ok=True)
-    voice = demo.load_voice()
-    texts = [line.text for ep in demo.EPISODES for line in ep.lines] + list(demo.REFERENCE_SENTENCES)
-    texts += list(EXTRA_SENTENCES)
-    rows, seconds = [], 0.0
-    for k, text in enumerate(texts):
-        audio, rate, _ = demo.speak(voice, demo.Line(text, demo.GUEST))
-        pad = np.zeros(int(0.15 * rate), np.float32)
-        write_wav(out / "wavs" / f"g{k:03d}.wav", np.concatenate([pad, audio, pad]), rate)
-        rows.append(f"g{k:03d}|{text}|{normalize(text, 'en')}")
-        seconds += len(audio) / rate
-    # Hold out every ninth sentence (a spread of lengths), HELD_OUT of them.
-    val = set(range(4, len(rows), 9)[:HELD_OUT])
-    (out / "metadata.csv").write_text("\n".join(rows) + "\n")
-    (out / "metadata_train.csv").write_text("\n".join(r for k, r in enumerate(rows) if k not in val) + "\n")
-    (out / "metadata_val.csv").write_text("\n".join(r for k, r in enumerate(rows) if k in val) + "\n")
-    write_dataset_phonemes(out, FrontEnd.create("en"))
-    _LOGGER.info("target dataset: %d sentences, %.1f min -> %s", len(rows), seconds / 60, out)
+    folder = Path(target)
+    if folder.is_dir():
+        for name in ("metadata_train.csv", "metadata_val.csv", "wavs"):
+            if not (folder / name).exists():
+                raise VoicemillError(f"--target {target}: {folder / name} not found; give an LJSpeech dataset "
+                                     f"folder (as build_dataset writes), 'guest' or 'kokoro:VOICE'")
+        return folder
+    from voicemill import kokoro
+
+    out = cache / target.replace(":", "-")
+    kokoro.write_target_dataset(out, target, held_out=HELD_OUT)
     return out
 
 
-class Scorer:
-    """Scores a model's renderings of the held-out sentences against the target's and joe's recordings."""
+def take_minutes(data, minutes: float, rate: int):
+    """The first clips of ``data`` adding up to ``minutes`` of audio (all of them for 0)."""
+    from voicemill.tts.training import ClipData
 
-    def __init__(self, dataset: Path, front):
-        from voicemill import asr, demo, scoring
+    if minutes <= 0:
+        return data
+    keep, total = [], 0.0
+    for i, audio in enumerate(data.audio):
+        if total >= minutes * 60:
+            break
+        keep.append(i)
+        total += len(audio) / rate
+    return ClipData([data.ids[i] for i in keep], [data.audio[i] for i in keep], [data.names[i] for i in keep])
+
+
+class Scorer:
+    """Scores a model's renderings of the held-out sentences and its copy-synthesis of their recordings."""
+
+    def __init__(self, dataset: Path, front, rate: int, threads: int = 2):
+        from voicemill import asr, scoring
         from voicemill.audio import read_wav
         from voicemill.tts.coqui import read_metadata
 
-        self.scoring, self.asr = scoring, asr
-        self.rows = read_metadata(dataset / "metadata_val.csv")
+        self.scoring, self.asr, self.rate = scoring, asr, rate
+        self.rows = read_metadata(dataset / "metadata_val.csv")[:HELD_OUT]
         self.ids = {cid: front.text_to_ids_normalized(norm) for cid, _, norm in self.rows}
-        self.whisper = asr.load_model("tiny.en", cpu_threads=2)
+        self.whisper = asr.load_model("tiny.en", cpu_threads=threads)
         self.mos = scoring.DistillMOS()
         self.enc = scoring.SpeakerEncoder()
-        self.target = scoring.mean_embedding([self.enc.embed(*read_wav(dataset / "wavs" / f"{cid}.wav"))
-                                              for cid, _, _ in self.rows])
-        joe = demo.load_voice()
-        self.joe = scoring.mean_embedding([self.enc.embed(*demo.speak(joe, demo.Line(raw))[:2])
-                                           for _, raw, _ in self.rows])
+        self.real = {cid: read_wav(dataset / "wavs" / f"{cid}.wav")[0] for cid, _, _ in self.rows}
+        own = [self.enc.embed(a, rate) for a in self.real.values()]
+        self.target = scoring.mean_embedding(own)
+        self.ceiling = {"sim_target": float(np.mean([scoring.cosine(e, self.target) for e in own])),
+                        "distillmos": float(np.mean([self.mos(a, rate) for a in self.real.values()]))}
+        self.joe = None  # joe's renderings: the first model scored (step 0)
 
-    def __call__(self, model) -> dict:
+    def __call__(self, model, copy: bool = True) -> dict:
+        from voicemill.tts.align import copy_synthesis
         from voicemill.tts.coqui import DEFAULT_INFERENCE, synthesize_ids
+        from voicemill.tts.listening import composite
 
         was_training = model.training
         model.eval()
-        torch.manual_seed(0)
-        wers, moss, st, sj = [], [], [], []
-        for cid, raw, _ in self.rows:
+        rows, embeddings = [], []
+        for k, (cid, raw, _) in enumerate(self.rows):
+            torch.manual_seed(k)  # the same noise per sentence at every scoring (copy-synthesis draws too)
             audio = synthesize_ids(model, self.ids[cid], **DEFAULT_INFERENCE)
-            heard = self.asr.transcribe(self.whisper, self.scoring.to_16k(audio, 22050), "en")["text"]
-            wers.append(self.scoring.wer(raw, heard))
-            moss.append(self.mos(audio, 22050))
-            e = self.enc.embed(audio, 22050)
-            st.append(self.scoring.cosine(e, self.target))
-            sj.append(self.scoring.cosine(e, self.joe))
+            heard = self.asr.transcribe(self.whisper, self.scoring.to_16k(audio, self.rate), "en")["text"]
+            e = self.enc.embed(audio, self.rate)
+            embeddings.append(e)
+            row = {"wer": min(1.0, self.scoring.wer(raw, heard)), "distillmos": self.mos(audio, self.rate),
+                   "sim_target": self.scoring.cosine(e, self.target)}
+            if copy:
+                c = copy_synthesis(model, self.real[cid].astype(np.float32))
+                row["copy_sim_target"] = self.scoring.cosine(self.enc.embed(c, self.rate), self.target)
+                row["copy_distillmos"] = self.mos(c, self.rate)
+            rows.append(row)
         model.train(was_training)
-        return {"wer": float(np.mean(wers)), "distillmos": float(np.mean(moss)), "sim_target": float(np.mean(st)),
-                "sim_joe": float(np.mean(sj))}
+        if self.joe is None:
+            self.joe = self.scoring.mean_embedding(embeddings)
+        out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        out["sim_joe"] = float(np.mean([self.scoring.cosine(e, self.joe) for e in embeddings]))
+        out["composite"] = composite({**out, "similarity": out["sim_target"]})
+        return out
 
 
-def plot(curve: list[dict], path: Path) -> None:
+def plot(curve: list[dict], ceiling: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps = [c["step"] for c in curve]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    axes[0].plot(steps, [c["sim_target"] for c in curve], "o-", label="to the target")
-    axes[0].plot(steps, [c["sim_joe"] for c in curve], "s--", label="to joe")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    axes[0].plot(steps, [c["sim_target"] for c in curve], "o-", label="voice to the target")
+    axes[0].plot(steps, [c["sim_joe"] for c in curve], "s--", label="voice to joe")
+    if all("copy_sim_target" in c for c in curve):
+        axes[0].plot(steps, [c["copy_sim_target"] for c in curve], "^:", label="copy-synthesis to the target")
+    axes[0].axhline(ceiling["sim_target"], color="green", lw=0.8, label="target's own recordings")
+    axes[0].axhline(0.75, color="grey", lw=0.8)
     axes[0].set_title("speaker similarity")
-    axes[0].legend()
+    axes[0].legend(fontsize=7)
     axes[1].plot(steps, [c["wer"] for c in curve], "o-")
-    axes[1].axhline(0.15, color="grey", lw=0.8)
+    axes[1].axhline(0.10, color="grey", lw=0.8)
     axes[1].set_title("WER (tiny.en)")
-    axes[2].plot(steps, [c["distillmos"] for c in curve], "o-")
+    axes[2].plot(steps, [c["distillmos"] for c in curve], "o-", label="voice")
+    if all("copy_distillmos" in c for c in curve):
+        axes[2].plot(steps, [c["copy_distillmos"] for c in curve], "^:", label="copy-synthesis")
+    axes[2].axhline(ceiling["distillmos"], color="green", lw=0.8, label="target's recordings")
     axes[2].axhline(3.5, color="grey", lw=0.8)
     axes[2].set_title("Distill-MOS")
+    axes[2].legend(fontsize=7)
     for ax in axes:
         ax.set_xlabel("step")
     fig.tight_layout()
@@ -170,86 +174,116 @@ def plot(curve: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from voicemill import params as vparams
-    from voicemill.fsutil import write_json
-    from voicemill.tts.training import TrainOptions, load_clips, plan, resolve_start, run_phases
+def _override(opts, pairs: list[str]):
+    """``key=value`` pairs onto TrainOptions, typed by the field's default (lists: comma-separated)."""
+    changes = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if not hasattr(opts, key):
+            raise SystemExit(f"--set {pair}: no train option {key!r}")
+        current = getattr(opts, key)
+        if isinstance(current, tuple):
+            changes[key] = tuple(v for v in value.split(",") if v)
+        elif isinstance(current, bool):
+            changes[key] = value.lower() in ("1", "true", "yes")
+        else:
+            changes[key] = type(current)(value)
+    return dataclasses.replace(opts, **changes)
 
-    defaults = vparams.TrainParams()
+
+def verdict(best: dict) -> dict:
+    return {"sim_target": best["sim_target"] >= 0.75, "distillmos": best["distillmos"] >= 3.5,
+            "wer": best["wer"] <= 0.10, "closer_to_target_than_joe": best["sim_target"] > best["sim_joe"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from voicemill.fsutil import write_json
+    from voicemill.tts.phonemes import dataset_ids
+    from voicemill.tts.training import Loop, TrainOptions, load_clips, plan, resolve_start
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget for training and scoring")
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--out", default="reports/adapt")
-    p.add_argument("--lr-adapt", type=float, default=defaults.lr_adapt)
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--adapt-parts", nargs="+", default=defaults.adapt_parts)
-    p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    p.add_argument("--adversarial-ramp-steps", type=int, default=defaults.adversarial_ramp_steps)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--target", default="kokoro:jf_alpha", help="guest, kokoro:VOICE or a dataset folder")
+    p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget for training and scoring")
+    p.add_argument("--train-minutes", type=float, default=10.0, help="minutes of the target's speech to train "
+                   "on (0 = every training clip)")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between scorings")
     p.add_argument("--max-steps", type=int, default=100000, help="stop here even with time left")
-    p.add_argument("--dataset", default=None,
-                   help="an LJSpeech dataset (with phonemes.csv) as the target instead of the guest voice, "
-                        "e.g. data/dataset: joe's own recordings, where any change is damage")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="train options over the train params' defaults, e.g. lr_adapt=5e-5 adapt_parts=flow,decoder")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=None, help="default reports/adapt/<target>")
+    p.add_argument("--cache", default="reports/adapt/targets", help="where synthesized targets are kept")
+    p.add_argument("--no-copy", action="store_true", help="skip the copy-synthesis scores (faster)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    torch.set_num_threads(2)
-    out = Path(args.out)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out or Path("reports/adapt") / Path(args.target.replace(":", "-")).name)
     out.mkdir(parents=True, exist_ok=True)
-    opts = TrainOptions(init_from="joe", preset="piper-medium", lr=args.lr, lr_adapt=args.lr_adapt,
-                        adapt_parts=tuple(args.adapt_parts), warmup_steps=args.warmup_steps,
-                        adversarial_ramp_steps=args.adversarial_ramp_steps, batch_size=args.batch_size)
-    dataset = Path(args.dataset) if args.dataset else target_dataset(out / "target")
+    dataset = target_dataset(args.target, Path(args.cache))
+    opts = _override(TrainOptions(init_from="joe", num_threads=args.threads), args.set)
     start = resolve_start(opts)
-    from voicemill.tts.phonemes import dataset_ids
+    model = start.model
+    data = take_minutes(load_clips(dataset, "metadata_train.csv", dataset_ids(dataset, start.front),
+                                   opts.sample_rate_hz), args.train_minutes, opts.sample_rate_hz)
+    seconds = sum(len(a) for a in data.audio) / opts.sample_rate_hz
+    _LOGGER.info("target %s: %d clips, %.1f min to train on", args.target, len(data), seconds / 60)
+    score = Scorer(dataset, start.front, opts.sample_rate_hz, args.threads)
+    t_start = time.monotonic()
+    deadline = t_start + args.minutes * 60
+    phases = plan(opts, start.kind, args.max_steps)
+    loop = Loop(model, data, phases, opts.batch_size, opts.seed, grad_clip=opts.grad_clip)
+    curve = [{"step": 0, "phase": "joe", "seconds": 0.0, **score(model, copy=False)}]
+    report = {"args": vars(args), "options": dataclasses.asdict(opts), "train_clips": len(data),
+              "train_minutes": seconds / 60, "phases": [f"{p.name} {p.steps}" for p in loop.phases],
+              "target_ceiling": score.ceiling, "curve": curve}
 
-    data = load_clips(dataset, "metadata_train.csv", dataset_ids(dataset, start.front), 22050)
-    score = Scorer(dataset, start.front)
-    deadline = time.monotonic() + args.minutes * 60
-    curve = [{"step": 0, "phase": "joe", **score(start.model)}]
-    _LOGGER.info("step 0 (joe): %s", curve[-1])
+    scoring_seconds: list[float] = []
 
-    class OutOfTime(Exception):
-        pass
+    def record(phase: str) -> None:
+        t0 = time.monotonic()
+        scores = score(model, copy=not args.no_copy)
+        scoring_seconds.append(time.monotonic() - t0)
+        curve.append({"step": loop.step, "phase": phase, "seconds": time.monotonic() - t_start, **scores})
+        _LOGGER.info("step %d (%s): %s", loop.step, phase, {k: round(v, 3) for k, v in curve[-1].items()
+                                                              if isinstance(v, float)})
+        write_json(out / "adapt.json", report)
 
+    model.train()
     step_seconds: list[float] = []
-
-    def on_step(s):
-        step_seconds.append(s.seconds)
-        if s.step % args.eval_every == 0:
-            curve.append({"step": s.step, "phase": s.phase, **score(start.model)})
-            _LOGGER.info("step %d (%s): %s", s.step, s.phase, curve[-1])
-            write_json(out / "adapt.json", {"args": vars(args), "curve": curve})
-        # Stop while a whole evaluation interval and its scoring still fit.
-        left = deadline - time.monotonic()
-        if s.step % args.eval_every == 0 and left < args.eval_every * np.mean(step_seconds[-20:]) + 60:
-            raise OutOfTime
-
-    try:
-        run_phases(start.model, data, plan(opts, start.kind, args.max_steps), opts.batch_size, opts.seed,
-                   on_step=on_step)
-    except OutOfTime:
-        pass
-    first, last = curve[0], curve[-1]
-    verdict = {
-        "checkpoints_intelligible": all(c["wer"] <= 0.15 and c["distillmos"] >= 3.5 for c in curve),
-        "moved_toward_target": last["sim_target"] - first["sim_target"],
-        "goal_cpu_met": all(c["wer"] <= 0.15 and c["distillmos"] >= 3.5 for c in curve)
-        and last["sim_target"] >= first["sim_target"] + 0.05,
-        "goal_gpu_met": last["sim_target"] >= 0.85 and last["wer"] <= 0.10,
-        "seconds_per_step": float(np.mean(step_seconds)) if step_seconds else None,
-    }
-    write_json(out / "adapt.json", {"args": vars(args), "options": dataclasses.asdict(opts), "curve": curve,
-                                    "verdict": verdict})
+    while loop.step < loop.total:
+        log = loop.run_step()
+        step_seconds.append(log.seconds)
+        index, k = loop.locate(loop.step)
+        phase_ended = k == 0 and index > 0 and loop.phases[index - 1].name in ("align", "warmup")
+        # Align and warm-up leave the voice as it was: scored once each, at their end (copy-synthesis moves).
+        if phase_ended or (log.step % args.eval_every == 0 and log.phase not in ("align", "warmup")):
+            record(log.phase)
+        # Stop unless the steps to the next scoring (at the pace of the phase now running) and it still fit.
+        to_next = args.eval_every - loop.step % args.eval_every if loop.generator_trained else args.eval_every
+        if deadline - time.monotonic() < to_next * float(np.mean(step_seconds[-10:])) + max(
+                scoring_seconds or [60.0]):
+            break
+    if curve[-1]["step"] != loop.step:
+        record(loop.phases[min(loop.locate(loop.step)[0], len(loop.phases) - 1)].name)
+    loop.finish()
+    trained = [c for c in curve if c["step"] > 0 and c["phase"] not in ("align", "warmup")] or curve
+    best = max(trained, key=lambda c: c["composite"])
+    report["best"] = best
+    report["verdict"] = verdict(best)
+    report["seconds_per_step"] = float(np.mean(step_seconds)) if step_seconds else None
+    write_json(out / "adapt.json", report)
     import pandas as pd
 
     pd.DataFrame(curve).to_csv(out / "adapt.csv", index=False)
-    plot(curve, out / "adapt.png")
-    print(f"{'step':>6} {'phase':>7} {'sim_target':>10} {'sim_joe':>8} {'wer':>6} {'distillmos':>10}")
+    plot(curve, score.ceiling, out / "adapt.png")
+    cols = ("sim_target", "sim_joe", "wer", "distillmos", "composite", "copy_sim_target", "copy_distillmos")
+    print(f"target {args.target}: {len(data)} clips, {seconds / 60:.1f} min; its own recordings: sim "
+          f"{score.ceiling['sim_target']:.3f}, Distill-MOS {score.ceiling['distillmos']:.2f}")
+    print(f"{'step':>6} {'phase':>7} " + " ".join(f"{c:>15}" for c in cols))
     for c in curve:
-        print(f"{c['step']:>6} {c['phase']:>7} {c['sim_target']:>10.3f} {c['sim_joe']:>8.3f} {c['wer']:>6.3f} "
-              f"{c['distillmos']:>10.2f}")
-    print(json.dumps(verdict, indent=1))
+        print(f"{c['step']:>6} {c['phase']:>7} " + " ".join(f"{c.get(k, float('nan')):>15.3f}" for k in cols))
+    print(f"picked by the composite: step {best['step']}; goals: {json.dumps(report['verdict'])}")
     return 0
 
 
