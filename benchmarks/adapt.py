@@ -91,52 +91,36 @@ def take_minutes(data, minutes: float, rate: int):
 
 
 class Scorer:
-    """Scores a model's renderings of the held-out sentences and its copy-synthesis of their recordings."""
+    """The train stage's listener on the held-out sentences, in this benchmark's terms (``sim_target``,
+    ``sim_joe`` to joe's renderings at step 0, ``copy_*``), and the target's own ceiling."""
 
     def __init__(self, dataset: Path, front, rate: int, threads: int = 2):
-        from voicemill import asr, scoring
-        from voicemill.audio import read_wav
-        from voicemill.tts.coqui import read_metadata
+        from voicemill.tts.listening import Listener
 
-        self.scoring, self.asr, self.rate = scoring, asr, rate
-        self.rows = read_metadata(dataset / "metadata_val.csv")[:HELD_OUT]
-        self.ids = {cid: front.text_to_ids_normalized(norm) for cid, _, norm in self.rows}
-        self.whisper = asr.load_model("tiny.en", cpu_threads=threads)
-        self.mos = scoring.DistillMOS()
-        self.enc = scoring.SpeakerEncoder()
-        self.real = {cid: read_wav(dataset / "wavs" / f"{cid}.wav")[0] for cid, _, _ in self.rows}
-        own = [self.enc.embed(a, rate) for a in self.real.values()]
-        self.target = scoring.mean_embedding(own)
-        self.ceiling = {"sim_target": float(np.mean([scoring.cosine(e, self.target) for e in own])),
-                        "distillmos": float(np.mean([self.mos(a, rate) for a in self.real.values()]))}
-        self.joe = None  # joe's renderings: the first model scored (step 0)
+        self.rate = rate
+        self.listener = Listener(dataset, front, "en", sentences=HELD_OUT, num_threads=threads)
+        own = self.listener.ceiling()
+        self.ceiling = {"sim_target": own["similarity"], "distillmos": own["distillmos"]}
+        self.joe = None  # the centroid of joe's renderings: the first model scored (step 0)
+        self.spoken: dict | None = None  # the last renderings' scores
 
-    def __call__(self, model, copy: bool = True) -> dict:
-        from voicemill.tts.align import copy_synthesis
-        from voicemill.tts.coqui import DEFAULT_INFERENCE, synthesize_ids
+    def __call__(self, model, speak: bool = True, copy: bool = True) -> dict:
+        """Scores of ``model``; ``speak=False`` reuses the last renderings' (the generator has not moved)."""
         from voicemill.tts.listening import composite
 
-        was_training = model.training
-        model.eval()
-        rows, embeddings = [], []
-        for k, (cid, raw, _) in enumerate(self.rows):
-            torch.manual_seed(k)  # the same noise per sentence at every scoring (copy-synthesis draws too)
-            audio = synthesize_ids(model, self.ids[cid], **DEFAULT_INFERENCE)
-            heard = self.asr.transcribe(self.whisper, self.scoring.to_16k(audio, self.rate), "en")["text"]
-            e = self.enc.embed(audio, self.rate)
-            embeddings.append(e)
-            row = {"wer": min(1.0, self.scoring.wer(raw, heard)), "distillmos": self.mos(audio, self.rate),
-                   "sim_target": self.scoring.cosine(e, self.target)}
-            if copy:
-                c = copy_synthesis(model, self.real[cid].astype(np.float32))
-                row["copy_sim_target"] = self.scoring.cosine(self.enc.embed(c, self.rate), self.target)
-                row["copy_distillmos"] = self.mos(c, self.rate)
-            rows.append(row)
-        model.train(was_training)
-        if self.joe is None:
-            self.joe = self.scoring.mean_embedding(embeddings)
-        out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-        out["sim_joe"] = float(np.mean([self.scoring.cosine(e, self.joe) for e in embeddings]))
+        from voicemill import scoring
+
+        if speak or self.spoken is None:
+            heard = self.listener(model, self.rate)
+            if self.joe is None:
+                self.joe = scoring.mean_embedding(heard["embeddings"])
+            s = heard["scores"]
+            self.spoken = {"wer": s["wer"], "distillmos": s["distillmos"], "sim_target": s["similarity"],
+                           "sim_joe": float(np.mean([scoring.cosine(e, self.joe) for e in heard["embeddings"]]))}
+        out = dict(self.spoken)
+        if copy:
+            c = self.listener.copy_scores(model)
+            out.update(copy_sim_target=c["copy_similarity"], copy_distillmos=c["copy_distillmos"])
         out["composite"] = composite({**out, "similarity": out["sim_target"]})
         return out
 
@@ -242,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def record(phase: str) -> None:
         t0 = time.monotonic()
-        scores = score(model, copy=not args.no_copy)
+        scores = score(model, speak=loop.generator_trained, copy=not args.no_copy)
         scoring_seconds.append(time.monotonic() - t0)
         curve.append({"step": loop.step, "phase": phase, "seconds": time.monotonic() - t_start, **scores})
         _LOGGER.info("step %d (%s): %s", loop.step, phase, {k: round(v, 3) for k, v in curve[-1].items()
@@ -256,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         step_seconds.append(log.seconds)
         index, k = loop.locate(loop.step)
         phase_ended = k == 0 and index > 0 and loop.phases[index - 1].name in ("align", "warmup")
-        # Align and warm-up leave the voice as it was: scored once each, at their end (copy-synthesis moves).
+        # Align and warm-up leave the voice as it was: copy-synthesis scored once each, at their end.
         if phase_ended or (log.step % args.eval_every == 0 and log.phase not in ("align", "warmup")):
             record(log.phase)
         # Stop unless the steps to the next scoring (at the pace of the phase now running) and it still fit.

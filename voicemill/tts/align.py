@@ -45,9 +45,11 @@ class Pair:
 def rehearsal_pairs(model, ids: list[list[int]], noise_scale: float = 0.667, noise_w: float = 0.8,
                     length_scale: float = 1.0, seed: int = 0, max_frames: int = 1000) -> list[Pair]:
     """The generator speaks each id sequence once; returns (latent, audio) pairs (inference mode, CPU or GPU)."""
+    from voicemill.tts.coqui import set_scales
+
     was_training = model.training
     model.eval()
-    model.length_scale, model.inference_noise_scale, model.inference_noise_scale_dp = length_scale, noise_scale, noise_w
+    set_scales(model, noise_scale, length_scale, noise_w)
     device = next(model.parameters()).device
     gen = torch.random.fork_rng(devices=[])
     pairs = []
@@ -64,6 +66,14 @@ def rehearsal_pairs(model, ids: list[list[int]], noise_scale: float = 0.667, noi
     return pairs
 
 
+def spectrogram(model, wav: torch.Tensor) -> torch.Tensor:
+    """The posterior encoder's input: the linear spectrogram ``[B, F, T]`` of ``wav [B, 1, samples]``."""
+    from TTS.tts.models.vits import wav_to_spec
+
+    ac = model.config.audio
+    return wav_to_spec(wav, ac.fft_size, ac.hop_length, ac.win_length, center=False)
+
+
 class Aligner:
     """Batches of rehearsal pairs and the posterior's regression loss on them."""
 
@@ -75,10 +85,7 @@ class Aligner:
 
     def batch(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(linear spectrogram [B, F, T], target latent [B, C, T], lengths [B]) of random crops of ``frames``."""
-        from TTS.tts.models.vits import wav_to_spec
-
-        ac = self.model.config.audio
-        hop = ac.hop_length
+        hop = self.model.config.audio.hop_length
         picks = [self.pairs[self.rng.randrange(len(self.pairs))] for _ in range(self.batch_size)]
         frames = min(self.frames, max(p.z.shape[1] for p in picks))
         zs, wavs, lens = [], [], []
@@ -92,7 +99,7 @@ class Aligner:
             w[: m * hop] = p.audio[start * hop:(start + m) * hop]
             zs.append(z), wavs.append(w), lens.append(m)
         wav = torch.stack(wavs).unsqueeze(1).to(device)
-        spec = wav_to_spec(wav, ac.fft_size, hop, ac.win_length, center=False)[:, :, :frames]
+        spec = spectrogram(self.model, wav)[:, :, :frames]
         return spec, torch.stack(zs).to(device), torch.LongTensor(lens).to(device)
 
     def loss(self, device) -> dict[str, torch.Tensor]:
@@ -113,15 +120,12 @@ class Aligner:
 
 def copy_synthesis(model, audio: np.ndarray) -> np.ndarray:
     """A recording through the posterior (its mean) and the decoder: what the decoder can render of it."""
-    from TTS.tts.models.vits import wav_to_spec
-
-    ac = model.config.audio
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         wav = torch.from_numpy(np.asarray(audio, np.float32)).view(1, 1, -1).to(device)
-        spec = wav_to_spec(wav, ac.fft_size, ac.hop_length, ac.win_length, center=False)
+        spec = spectrogram(model, wav)
         lens = torch.LongTensor([spec.shape[2]]).to(device)
         _, m_q, _, mask = model.posterior_encoder(spec, lens, g=None)
         out = model.waveform_decoder(m_q * mask, g=None)

@@ -99,10 +99,15 @@ class Voice:
                 "noise_w": inf["noise_w"] if noise_w is None else noise_w}
 
 
+def set_scales(model, noise_scale: float, length_scale: float, noise_w: float) -> None:
+    """Piper's three synthesis scales, set where coqui's ``Vits.inference`` reads them."""
+    model.inference_noise_scale, model.length_scale, model.inference_noise_scale_dp = noise_scale, length_scale, noise_w
+
+
 @torch.no_grad()
 def synthesize_ids(model, ids: list[int], noise_scale: float, length_scale: float, noise_w: float) -> np.ndarray:
     """Piper ids -> float32 waveform, with Piper's three scales."""
-    model.inference_noise_scale, model.length_scale, model.inference_noise_scale_dp = noise_scale, length_scale, noise_w
+    set_scales(model, noise_scale, length_scale, noise_w)
     x = torch.LongTensor(ids).unsqueeze(0).to(next(model.parameters()).device)
     out = model.inference(x, aux_input={"x_lengths": torch.LongTensor([x.shape[1]])})
     return out["model_outputs"].squeeze().cpu().numpy().astype(np.float32)

@@ -70,11 +70,35 @@ class Listener:
         self.recognizer = asr.load_model(asr_model, device="cpu", cpu_threads=num_threads)
         self.speakers = scoring.SpeakerEncoder()
         self.distill = scoring.DistillMOS()
-        real = [read_wav(Path(dataset_dir) / "wavs" / f"{s.clip_id}.wav") for s in self.sentences]
-        self.centroid = scoring.mean_embedding([self.speakers.embed(a, r) for a, r in real])
+        self.real = [read_wav(Path(dataset_dir) / "wavs" / f"{s.clip_id}.wav") for s in self.sentences]
+        self.real_embeddings = [self.speakers.embed(a, r) for a, r in self.real]
+        self.centroid = scoring.mean_embedding(self.real_embeddings)
+
+    def ceiling(self) -> dict:
+        """The validation recordings scored as a voice would be: what a perfect clone of them reaches."""
+        from voicemill import scoring
+
+        return {"similarity": float(np.mean([scoring.cosine(e, self.centroid) for e in self.real_embeddings])),
+                "distillmos": float(np.mean([self.distill(a, r) for a, r in self.real]))}
+
+    def copy_scores(self, model) -> dict:
+        """The validation recordings copy-synthesized (posterior -> decoder, ``align.copy_synthesis``) and scored:
+        ``copy_similarity`` and ``copy_distillmos``, what the decoder can render of the speaker now."""
+        from voicemill import scoring
+        from voicemill.tts.align import copy_synthesis
+
+        sims, mos = [], []
+        for audio, rate in self.real:
+            copied = copy_synthesis(model, audio.astype(np.float32))
+            sims.append(scoring.cosine(self.speakers.embed(copied, rate), self.centroid))
+            mos.append(self.distill(copied, rate))
+        return {"copy_similarity": float(np.mean(sims)), "copy_distillmos": float(np.mean(mos))}
 
     def __call__(self, model, sample_rate: int, out_dir: Path | None = None) -> dict:
-        """Scores of ``model`` (means over the sentences, plus ``composite``); the WAVs go to ``out_dir``."""
+        """Scores of ``model`` (means over the sentences, plus ``composite``); the WAVs go to ``out_dir``.
+
+        Also returns ``embeddings``, the speaker embeddings of the renderings (those long enough to score), for
+        comparing one model's voice with another's."""
         from voicemill import asr, scoring
         from voicemill.audio import write_wav
         from voicemill.tts.coqui import DEFAULT_INFERENCE, synthesize_ids
@@ -84,7 +108,7 @@ class Listener:
         model.eval()
         rng = torch.get_rng_state()
         torch.manual_seed(self.seed)  # the same noise at every evaluation: differences are the model's
-        rows = []
+        rows, embeddings = [], []
         try:
             for s in self.sentences:
                 audio = synthesize_ids(model, s.ids, **DEFAULT_INFERENCE)
@@ -93,11 +117,14 @@ class Listener:
                 usable = audio.size > sample_rate // 10 and np.isfinite(audio).all()
                 heard = asr.transcribe(self.recognizer, scoring.to_16k(audio, sample_rate),
                                        self.language)["text"] if usable else ""
-                rows.append({"clip_id": s.clip_id, "heard": heard,
-                             "wer": min(1.0, scoring.wer(s.text, heard, self.language)),
-                             "distillmos": self.distill(audio, sample_rate) if usable else 1.0,
-                             "similarity": scoring.cosine(self.speakers.embed(audio, sample_rate), self.centroid)
-                             if usable else 0.0})
+                embedding = self.speakers.embed(audio, sample_rate) if usable else None
+                if embedding is not None:
+                    embeddings.append(embedding)
+                row = {"clip_id": s.clip_id, "heard": heard,
+                       "wer": min(1.0, scoring.wer(s.text, heard, self.language)),
+                       "distillmos": self.distill(audio, sample_rate) if usable else 1.0,
+                       "similarity": scoring.cosine(embedding, self.centroid) if usable else 0.0}
+                rows.append(row)
         finally:
             torch.set_rng_state(rng)
             model.train(was_training)
@@ -106,4 +133,4 @@ class Listener:
         scores = {k: float(np.mean([r[k] for r in rows])) for k in ("wer", "distillmos", "similarity")}
         scores["composite"] = composite(scores)
         scores["seconds"] = time.monotonic() - t0
-        return {"scores": scores, "sentences": rows}
+        return {"scores": scores, "sentences": rows, "embeddings": embeddings}

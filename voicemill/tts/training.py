@@ -37,6 +37,7 @@ import torch
 
 from voicemill.errors import VoicemillError
 from voicemill.params import defaults_from
+from voicemill.tts import steps
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -225,16 +226,6 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-@contextlib.contextmanager
-def _without(disc):
-    """The discriminator answers nothing (no scores, no features) inside: coqui's losses over it are then 0."""
-    disc.forward = lambda *args, **kwargs: ([], [], [], [])  # an instance attribute shadows the method
-    try:
-        yield
-    finally:
-        del disc.forward
-
-
 @dataclass
 class StepLog:
     step: int
@@ -344,8 +335,6 @@ class Loop:
         return self.model.format_batch_on_device(batch)
 
     def _autocast(self):
-        import contextlib
-
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.group.device.type, dtype=self.autocast_dtype)
@@ -392,25 +381,26 @@ class Loop:
                 sums["loss_align"] = sums.get("loss_align", 0.0) + float(loss["loss"].detach()) / self.accumulation
             self._optimizer_step(self.optimizers["gen"], gen_params)
             return self._done(phase, sums, t0)
-        # A phase that neither trains the discriminator nor feels it skips it: on a CPU it is most of a step.
-        no_disc = "disc" not in phase.lrs and not phase.adversarial
+        # The discriminator runs only where the phase trains it or the generator feels it (tts/steps.py).
         for micro in range(self.accumulation):
             last = micro == self.accumulation - 1
             batch = self._batch()
-            # Discriminator: the generator's forward pass runs here and is cached for the generator's turn.
-            with self._autocast(), _without(model.disc) if no_disc else contextlib.nullcontext():
-                _, loss_d = model.train_step(batch, self.criterion_d, 0)
+            losses = {}
+            with self._autocast():
+                out = steps.generate(model, batch)
             if "disc" in self.optimizers:
+                with self._autocast():
+                    loss_d = steps.discriminator_losses(model, self.criterion_d, out)
                 self._backward(loss_d["loss"])
                 if last:
                     self._optimizer_step(self.optimizers["disc"], disc_params)
-            losses = {f"disc_{n}": v for n, v in loss_d.items() if torch.is_tensor(v) and v.numel() == 1}
+                losses.update({f"disc_{n}": v for n, v in loss_d.items() if torch.is_tensor(v) and v.numel() == 1})
             if "gen" in self.optimizers:
                 for p in disc_params:  # the generator's loss goes through the discriminator, not into it
                     p.requires_grad_(False)
                 try:
-                    with self._autocast(), _without(model.disc) if no_disc else contextlib.nullcontext():
-                        _, loss_g = model.train_step(batch, self.criterion_g, 1)
+                    with self._autocast():
+                        loss_g = steps.generator_losses(model, batch, self.criterion_g, out, phase.adversarial)
                     self._backward(loss_g["loss"])
                 finally:
                     for p in disc_params:
@@ -418,7 +408,7 @@ class Loop:
                 if last:
                     self._optimizer_step(self.optimizers["gen"], gen_params)
                 losses.update({n: v for n, v in loss_g.items() if torch.is_tensor(v) and v.numel() == 1})
-            model.model_outputs_cache = None
+            del out
             for n, v in losses.items():
                 sums[n] = sums.get(n, 0.0) + float(v.detach()) / self.accumulation
         return self._done(phase, sums, t0)
@@ -855,7 +845,7 @@ def _evaluate(listener, loop: Loop, store, history: dict, live, opts: TrainOptio
     out = store.eval_dir(step)
     result = listener(loop.model, opts.sample_rate_hz, out)
     scores = result["scores"]
-    write_json(out / "scores.json", result)
+    write_json(out / "scores.json", {"scores": scores, "sentences": result["sentences"]})
     entry = {"step": step, **{k: scores[k] for k in ("composite", "wer", "distillmos", "similarity")}}
     history["evals"].append(entry)
     best = next((e for e in history["evals"] if e["step"] == history["best"]), None)
