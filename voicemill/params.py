@@ -198,15 +198,16 @@ class TrainParams:
                          "wrote; empty = from scratch (needs many hours)")
     epochs: int = opt(1000, "passes over the training clips; whichever of epochs and max_steps ends first",
                       "epochs", ge=1)
-    max_steps: int = opt(400, "optimiser steps (align steps included); 0 = no limit. The demo's CPU budget; a "
+    max_steps: int = opt(340, "optimiser steps (align steps included); 0 = no limit. The demo's CPU budget; a "
                          "GPU run: 5000-20000",
                          "steps", ge=0)
     align_steps: int = opt(300, "from a Piper voice: first, cheap steps (a tenth of a VITS step) that regress "
                            "the posterior encoder onto the latents the imported generator renders (counted in "
                            "max_steps). A GPU run: 1000-2000", "steps", ge=0)
     align_lr: float = opt(1e-3, "learning rate of the posterior encoder in the align steps", gt=0, le=1)
-    warmup_steps: int = opt(60, "from a Piper voice: steps in which only the parts it lacks (posterior "
-                            "encoder, discriminator) learn", "steps", ge=0)
+    warmup_steps: int = opt(20, "from a Piper voice: after the align steps, steps in which only the duration "
+                            "posterior and the discriminator learn, against the frozen voice (a VITS step "
+                            "without the generator's backward pass). A GPU run: 500-1000", "steps", ge=0)
     batch_size: int = opt(4, "clips per micro-batch", "clips", ge=1)
     lr: float = opt(2e-4, "learning rate of the parts that start untrained (everything, from scratch)", gt=0, le=1)
     lr_adapt: float = opt(1e-5, "learning rate of the pretrained parts that adapt (adapt_parts)", gt=0, le=1)
@@ -224,7 +225,7 @@ class TrainParams:
     checkpoint_every: int = opt(40, "steps between checkpoints to resume from (every evaluation is one too); "
                                 "0 = only at evaluations and the end. A GPU run: 500-1000", "steps", ge=0)
     keep_checkpoints: int = opt(1, "newest checkpoints kept, plus the best (piper-medium: 0.74 GB each)", ge=1)
-    eval_every: int = opt(20, "steps between listening evaluations (0 = none; the last step is exported). A GPU "
+    eval_every: int = opt(10, "steps between listening evaluations (0 = none; the last step is exported). A GPU "
                           "run: 500-1000", "steps", ge=0)
     eval_sentences: int = opt(10, "validation sentences spoken and scored at each evaluation", ge=1)
     patience: int = opt(3, "evaluations without a better composite before an early stop; 0 = never", ge=0)
