@@ -58,8 +58,9 @@ def _stage(args: list[str], params: Path) -> subprocess.Popen:
 def test_sigkill_after_a_checkpoint_then_the_rerun_resumes_and_ends_as_an_unbroken_run(dataset, tmp_path,
                                                                                        write_params):
     steps = 12
+    # One listening evaluation, at the end: the voice exported is the last step's, as the uninterrupted run's.
     params = write_params({"train": {"preset": "tiny", "init_from": "", "max_steps": steps, "batch_size": 2,
-                                     "checkpoint_every": 2, "keep_checkpoints": 2}})
+                                     "checkpoint_every": 2, "keep_checkpoints": 2, "eval_every": steps}})
     dirs = {name: tmp_path / name for name in ("tts", "live", "ckpt")}
     args = ["--dataset", str(dataset), "--out", str(dirs["tts"]), "--live", str(dirs["live"]),
             "--checkpoints", str(dirs["ckpt"])]
