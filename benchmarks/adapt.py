@@ -106,8 +106,6 @@ class Scorer:
 
     def __call__(self, model, speak: bool = True, copy: bool = True) -> dict:
         """Scores of ``model``; ``speak=False`` reuses the last renderings' (the generator has not moved)."""
-        from voicemill.tts.listening import composite
-
         from voicemill import scoring
 
         if speak or self.spoken is None:
@@ -116,12 +114,12 @@ class Scorer:
                 self.joe = scoring.mean_embedding(heard["embeddings"])
             s = heard["scores"]
             self.spoken = {"wer": s["wer"], "distillmos": s["distillmos"], "sim_target": s["similarity"],
-                           "sim_joe": float(np.mean([scoring.cosine(e, self.joe) for e in heard["embeddings"]]))}
+                           "sim_joe": float(np.mean([scoring.cosine(e, self.joe) for e in heard["embeddings"]])),
+                           "composite": s["composite"]}
         out = dict(self.spoken)
         if copy:
             c = self.listener.copy_scores(model)
             out.update(copy_sim_target=c["copy_similarity"], copy_distillmos=c["copy_distillmos"])
-        out["composite"] = composite({**out, "similarity": out["sim_target"]})
         return out
 
 

@@ -89,7 +89,7 @@ class Listener:
 
         sims, mos = [], []
         for audio, rate in self.real:
-            copied = copy_synthesis(model, audio.astype(np.float32))
+            copied = copy_synthesis(model, audio)
             sims.append(scoring.cosine(self.speakers.embed(copied, rate), self.centroid))
             mos.append(self.distill(copied, rate))
         return {"copy_similarity": float(np.mean(sims)), "copy_distillmos": float(np.mean(mos))}
@@ -117,14 +117,12 @@ class Listener:
                 usable = audio.size > sample_rate // 10 and np.isfinite(audio).all()
                 heard = asr.transcribe(self.recognizer, scoring.to_16k(audio, sample_rate),
                                        self.language)["text"] if usable else ""
-                embedding = self.speakers.embed(audio, sample_rate) if usable else None
-                if embedding is not None:
-                    embeddings.append(embedding)
-                row = {"clip_id": s.clip_id, "heard": heard,
-                       "wer": min(1.0, scoring.wer(s.text, heard, self.language)),
-                       "distillmos": self.distill(audio, sample_rate) if usable else 1.0,
-                       "similarity": scoring.cosine(embedding, self.centroid) if usable else 0.0}
-                rows.append(row)
+                if usable:
+                    embeddings.append(self.speakers.embed(audio, sample_rate))
+                rows.append({"clip_id": s.clip_id, "heard": heard,
+                             "wer": min(1.0, scoring.wer(s.text, heard, self.language)),
+                             "distillmos": self.distill(audio, sample_rate) if usable else 1.0,
+                             "similarity": scoring.cosine(embeddings[-1], self.centroid) if usable else 0.0})
         finally:
             torch.set_rng_state(rng)
             model.train(was_training)

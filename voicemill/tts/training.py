@@ -396,14 +396,16 @@ class Loop:
                     self._optimizer_step(self.optimizers["disc"], disc_params)
                 losses.update({f"disc_{n}": v for n, v in loss_d.items() if torch.is_tensor(v) and v.numel() == 1})
             if "gen" in self.optimizers:
-                for p in disc_params:  # the generator's loss goes through the discriminator, not into it
+                # An adversarial loss goes through the discriminator, not into it; otherwise it is not called.
+                frozen = disc_params if phase.adversarial else []
+                for p in frozen:
                     p.requires_grad_(False)
                 try:
                     with self._autocast():
                         loss_g = steps.generator_losses(model, batch, self.criterion_g, out, phase.adversarial)
                     self._backward(loss_g["loss"])
                 finally:
-                    for p in disc_params:
+                    for p in frozen:
                         p.requires_grad_(True)
                 if last:
                     self._optimizer_step(self.optimizers["gen"], gen_params)
