@@ -31,6 +31,12 @@ from voicemill.serve import engine
 ROOT = Path(__file__).resolve().parents[1]
 JOE = engine.bundled_joe()
 TWO = "The kettle is on. The bread will be out of the oven in ten minutes!"
+#: A chat assistant's answer: emoji (one with a skin tone), a flag, accents, typographic quotes and an ellipsis.
+CHAT = "I love it 😀! “Café”, naïve, über’s… 👍🏽 🇺🇸"
+#: What of it is said: the same text without the symbols that have no reading.
+CHAT_SAID = "I love it! “Café”, naïve, über’s…"
+CHAT_SKIPPED = "GRINNING FACE; THUMBS UP SIGN; EMOJI MODIFIER FITZPATRICK TYPE-4; FLAG"
+KEY = "k3y-for-tests-only"
 LONG = " ".join(["She opened the window, listened to the rain for a while, and went back to her book."] * 24)
 #: The unit of work the waits and the deadline below are sized in (issue 31): one worker synthesizing these
 #: 400 characters, timed here (3.6 s on 2 busy cores of an AMD EPYC).
@@ -81,22 +87,26 @@ def free_port() -> int:
 class Served:
     """`voicemill serve` in its own process; the printed line gives the port it got."""
 
-    def __init__(self, *flags: str, wyoming: bool = False):
+    def __init__(self, *flags: str, wyoming: bool = False, key: str | None = None, host: str = "127.0.0.1"):
         self.wyoming_port = free_port() if wyoming else None
-        cmd = voicemill_cmd() + ["serve", "--voice", str(JOE), "--port", "0", *flags]
+        cmd = voicemill_cmd() + ["serve", "--voice", str(JOE), "--port", "0", "--host", host, *flags]
         if wyoming:
             cmd += ["--wyoming-port", str(self.wyoming_port)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        env = {k: v for k, v in os.environ.items() if k != "VOICEMILL_API_KEY"}
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                     env={**env, "VOICEMILL_API_KEY": key} if key else env)
         line = self.proc.stdout.readline()
-        m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        m = re.search(rf"http://{re.escape(host)}:(\d+)", line)
         assert m, f"no serving line: {line!r} {self.proc.stderr.read() if self.proc.poll() is not None else ''}"
         self.port = int(m.group(1))
 
-    def request(self, method: str, path: str, body=None, timeout: float | None = None, raw: bytes | None = None):
+    def request(self, method: str, path: str, body=None, timeout: float | None = None, raw: bytes | None = None,
+                headers: dict | None = None):
         # No request here asks for more than the tight server's deadline of work (or a stream's sentence).
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout or waited(DEADLINE_UNITS, 60))
         data = raw if raw is not None else (json.dumps(body) if body is not None else None)
-        conn.request(method, path, data, {"Content-Type": "application/json"} if data is not None else {})
+        conn.request(method, path, data, {**({"Content-Type": "application/json"} if data is not None else {}),
+                                          **(headers or {})})
         response = conn.getresponse()
         content = response.read()
         conn.close()
@@ -158,13 +168,29 @@ def test_sentences_split_long_ones_and_the_first_chunk_is_short():
 
 @pytest.mark.parametrize("text, message", [
     ("", "empty"), ("   \n\t ", "empty"), ("...!?", "nothing to say"),
-    ("Great job 👍 today", "THUMBS UP SIGN"), ("שלום עולם", "Hebrew script"), ("مرحبا", "Arabic script"),
+    ("👍 👍", "only symbols with no reading (THUMBS UP SIGN, THUMBS UP SIGN)"),
+    ("שלום עולם", "Hebrew script"), ("مرحبا", "Arabic script"),
     ("hello\x07world", "control character U+0007"), ("\u202ehello", "format character"),
     ("x" * 100, "a word of 100 characters"), ("word " * 30, "the most one request may ask"),
 ])
 def test_text_a_voice_cannot_read_is_refused_by_name(text, message):
     with pytest.raises(engine.TextError, match=re.escape(message)):
         engine.Voice.sentences(_joe(), text, max_chars=100)
+
+
+def test_symbols_with_no_reading_are_skipped_read_or_refused():
+    voice = _joe()
+    reading = voice.read(CHAT)
+    assert reading.sentences == voice.sentences(CHAT_SAID) and reading.skipped_header() == CHAT_SKIPPED
+    read = voice.read(CHAT, symbols="read")
+    assert "grinning face" in read.sentences[0] and "thumbs up sign flag" in " ".join(read.sentences)
+    assert read.skipped == ("EMOJI MODIFIER FITZPATRICK TYPE-4",)  # a skin tone is not said
+    # a family (joined by zero-width joiners) and a keycap: nothing invisible is left behind
+    assert engine.speakable("Us 👨\u200d👩\u200d👧 and 1\ufe0f\u20e3.", "read")[0] == "Us man woman girl and 1."
+    with pytest.raises(engine.TextError, match="GRINNING FACE.*--symbols skip.read"):
+        voice.read(CHAT, symbols="refuse")
+    with pytest.raises(engine.TextError, match="--symbols read"):
+        voice.read("😀", symbols="skip")
 
 
 def test_scales_are_checked_and_overridden():
@@ -237,7 +263,9 @@ def test_speak_reads_stdin_and_pipes_raw_pcm_and_refuses_clearly(tmp_path):
     r = subprocess.run(voicemill_cmd() + ["speak", "-f", str(text_file), "--voice", "joe"], capture_output=True,
                        cwd=ROOT, timeout=waited(1, 120))
     assert r.returncode == 0 and read_wav(r.stdout)[0].size > 5000  # WAV on stdout
-    for args, message in ((["speak", "Hi 👍", "--voice", "joe", "-o", str(tmp_path / "x.wav")], "THUMBS UP"),
+    for args, message in ((["speak", "👍", "--voice", "joe", "-o", str(tmp_path / "x.wav")], "THUMBS UP"),
+                          (["speak", "Hi 👍", "--voice", "joe", "--symbols", "refuse", "-o", str(tmp_path / "x.wav")],
+                           "THUMBS UP"),
                           (["speak", "Hi", "--voice", "nobody", "-o", str(tmp_path / "x.wav")], "unknown voice"),
                           (["speak", "Hi", "--voice", "joe", "--speed", "9", "-o", str(tmp_path / "x.wav")],
                            "out of range"),
@@ -246,6 +274,17 @@ def test_speak_reads_stdin_and_pipes_raw_pcm_and_refuses_clearly(tmp_path):
                            timeout=waited(1, 120))
         assert r.returncode == 1 and message in r.stderr, (args, r.stderr)
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_speak_says_a_chat_answer_and_names_what_it_skipped(tmp_path):
+    out = tmp_path / "chat.wav"
+    r = subprocess.run(voicemill_cmd() + ["speak", CHAT, "--voice", "joe", "--noise-scale", "0", "--noise-w", "0",
+                                          "-o", str(out)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=waited(1, 120))
+    assert r.returncode == 0 and "skipped 4 symbol(s) with no reading: GRINNING FACE" in r.stderr, r.stderr
+    said = subprocess.run(voicemill_cmd() + ["speak", CHAT_SAID, "--voice", "joe", "--noise-scale", "0",
+                                             "--noise-w", "0"], capture_output=True, cwd=ROOT, timeout=waited(1, 120))
+    assert read_wav(out.read_bytes())[0].tobytes() == read_wav(said.stdout)[0].tobytes()
 
 
 def test_voices_lists_the_bundled_voice():
@@ -341,7 +380,7 @@ def test_openai_compressed_formats_decode_to_the_same_speech(server):
     ({"text": ""}, 422, "empty"),
     ({"text": "  \n "}, 422, "empty"),
     ({"text": "x " * 1600}, 413, "the most one request may ask is 3000"),
-    ({"text": "Nice 👍"}, 422, "THUMBS UP SIGN"),
+    ({"text": "👍 🙂"}, 422, "only symbols with no reading (THUMBS UP SIGN, SLIGHTLY SMILING FACE)"),
     ({"text": "שלום"}, 422, "Hebrew script"),
     ({"text": "bell\x07"}, 422, "control character U+0007"),
     ({"text": "Hi", "voice": "nobody"}, 404, "unknown voice 'nobody'"),
@@ -354,6 +393,16 @@ def test_bad_requests_get_a_4xx_that_says_why(server, body, code, message):
     status, _, content = server.request("POST", "/api/synthesize", body)
     assert status == code, content
     assert message in json.dumps(json.loads(content)["detail"])
+
+
+def test_a_chat_answer_is_spoken_and_the_skipped_symbols_named(server):
+    status, headers, pcm = server.request("POST", "/api/synthesize", {"text": CHAT, "format": "pcm", **QUIET})
+    assert status == 200 and headers["x-voicemill-skipped"] == CHAT_SKIPPED
+    assert pcm == server.request("POST", "/api/synthesize", {"text": CHAT_SAID, "format": "pcm", **QUIET})[2]
+    status, headers, wav = server.request("POST", "/v1/audio/speech", {"input": CHAT, "response_format": "wav"})
+    assert status == 200 and headers["x-voicemill-skipped"] == CHAT_SKIPPED and read_wav(wav)[0].size > 22050
+    status, headers, _ = server.request("POST", "/api/synthesize", {"text": TWO, "format": "pcm", **QUIET})
+    assert status == 200 and "x-voicemill-skipped" not in headers
 
 
 def test_a_megabyte_of_one_word_and_broken_json(server):
@@ -464,6 +513,65 @@ def _wait_idle(served: Served, limit_s: float | None = None) -> None:
               limit_s or waited(1, 10), "idle")
 
 
+def test_a_key_guards_every_route_but_health_and_the_page(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    keyed = Served("--workers", "1", "--cors-origin", "https://example.org", key=KEY)
+    try:
+        routes = [("GET", "/api/voices", None), ("POST", "/api/synthesize", {"text": "Hi.", "format": "pcm"}),
+                  ("POST", "/v1/audio/speech", {"input": "Hi.", "response_format": "pcm"}), ("GET", "/metrics", None),
+                  ("GET", "/openapi.json", None), ("GET", "/docs", None)]
+        for method, path, body in routes:
+            for headers, message in ((None, "this server needs a key"),
+                                     ({"Authorization": "Bearer wrong"}, "not this server's key"),
+                                     ({"Authorization": f"Basic {KEY}"}, "not this server's key")):
+                status, got, content = keyed.request(method, path, body, headers=headers)
+                assert status == 401 and got["www-authenticate"] == "Bearer", (path, headers, status)
+                assert message in json.loads(content)["detail"], (path, content)
+            status, _, content = keyed.request(method, path, body, headers={"Authorization": f"Bearer {KEY}"})
+            assert status == 200 and content, (path, status, content[:200])
+        health = keyed.json("/health")
+        assert health["key_required"] is True and keyed.request("GET", "/")[0] == 200
+        # a browser on the allowed origin: its preflight is answered, and the key's refusal is readable to it
+        status, headers, _ = keyed.request("OPTIONS", "/api/synthesize", headers={
+            "Origin": "https://example.org", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        assert status == 200 and headers["access-control-allow-origin"] == "https://example.org"
+        status, headers, _ = keyed.request("GET", "/api/voices", headers={"Origin": "https://elsewhere.net"})
+        assert status == 401 and "access-control-allow-origin" not in headers
+        # the page asks for the key once, then speaks
+        chromium = shutil.which("chromium")
+        assert chromium, "Chromium is needed for this test: scripts/setup.sh --test installs it"
+        limit_ms = waited(1, 30) * 1000
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, timeout=limit_ms, args=[
+                "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"])
+            page = browser.new_page()
+            page.set_default_timeout(limit_ms)
+            asked = []
+            page.on("dialog", lambda d: (asked.append(d.message), d.accept(KEY)))
+            page.goto(f"http://127.0.0.1:{keyed.port}/")
+            page.wait_for_function("document.querySelectorAll('#voice option').length > 0")
+            page.fill("#text", "Hello with a key.")
+            with page.expect_response("**/api/synthesize") as response_info:
+                page.click("#speak")
+            assert response_info.value.status == 200 and asked == ["This server needs its API key:"]
+            browser.close()
+    finally:
+        keyed.stop()
+    assert "no API key" not in keyed.proc.stderr.read()
+
+
+def test_a_public_address_without_a_key_is_warned_about():
+    public = Served("--workers", "1", host="0.0.0.0")
+    try:
+        assert public.json("/health")["key_required"] is False
+    finally:
+        public.stop()
+    warning = public.proc.stderr.read()
+    assert "listening on 0.0.0.0 with no API key" in warning and "VOICEMILL_API_KEY" in warning, warning
+
+
 # ------------------------------------------------------------------ Wyoming
 
 
@@ -493,14 +601,16 @@ def test_wyoming_describe_synthesize_and_stream(server):
             await client.write_event(Synthesize(text=TWO).event())  # what Home Assistant adds for old servers
             await client.write_event(SynthesizeStop().event())
             streamed = await until(client, "synthesize-stopped")
-            await client.write_event(Synthesize(text="Thumbs 👍").event())
+            await client.write_event(Synthesize(text=CHAT).event())
+            chat = await until(client, "audio-stop")
+            await client.write_event(Synthesize(text="👍").event())
             error = await asyncio.wait_for(client.read_event(), waited(1, 30))
-            return info, whole, streamed, error
+            return info, whole, streamed, chat, error
 
-    info, whole, streamed, error = asyncio.run(talk())
+    info, whole, streamed, chat, error = asyncio.run(talk())
     (program,) = info.tts
     assert program.supports_synthesize_streaming and [v.name for v in program.voices] == ["en_US-joe-medium"]
-    for events in (whole, streamed[:-1]):
+    for events in (whole, streamed[:-1], chat):
         assert AudioStart.is_type(events[0].type) and AudioStop.is_type(events[-1].type)
         chunks = [AudioChunk.from_event(e) for e in events[1:-1]]
         assert chunks and all(AudioChunk.is_type(e.type) for e in events[1:-1])
@@ -546,7 +656,7 @@ def test_the_page_speaks_in_chromium(server, tmp_path):
         })""")
         assert duration > 0.5
         assert page.get_attribute("#download", "href").startswith("blob:")
-        page.fill("#text", "Nice 👍")
+        page.fill("#text", "👍")
         page.click("#speak")
         page.wait_for_function("document.getElementById('status').className === 'error'")
         assert "THUMBS UP SIGN" in page.text_content("#status")

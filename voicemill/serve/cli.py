@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from voicemill import __version__
 from voicemill.cli import setup_logging
 from voicemill.errors import VoicemillError
 from voicemill.params import ParamsError, add_arguments, from_arguments
+from voicemill.serve.limits import SYMBOL_MODES
 
 _LOGGER = logging.getLogger("voicemill")
 
@@ -31,6 +33,7 @@ EXAMPLES = """examples:
   echo "Read from stdin." | voicemill speak --raw | aplay -r 22050 -f S16_LE -t raw -
   voicemill speak -f chapter.txt --voice models/voice.onnx --speed 1.1 -o chapter.wav
   voicemill serve --voice models --port 5100 --wyoming-port 10200
+  VOICEMILL_API_KEY=$(openssl rand -hex 16) voicemill serve --host 0.0.0.0   # others on the network: with a key
   voicemill voices
 """
 
@@ -82,7 +85,11 @@ def cmd_speak(args) -> int:
     voice = Voice.load(path, name, args.variant or None, threads=args.threads)
     length = voice.scales.length_scale / args.speed if args.speed else args.length_scale
     scales = voice.scales.override(noise_scale=args.noise_scale, length_scale=length, noise_w=args.noise_w)
-    sentences = voice.sentences(text, max_chars=len(text) + 1)  # checked before any output is opened
+    reading = voice.read(text, max_chars=len(text) + 1, symbols=args.symbols)  # checked before any output is opened
+    sentences = reading.sentences
+    if reading.skipped:
+        _LOGGER.warning("skipped %d symbol(s) with no reading: %s (--symbols read says their names)",
+                        len(reading.skipped), ", ".join(reading.skipped))
     to_stdout = args.output in (None, "-")
     if to_stdout and sys.stdout.isatty():
         raise VoicemillError("the audio would go to the terminal; give -o FILE.wav, or pipe it (--raw | aplay ...)")
@@ -136,7 +143,27 @@ def cmd_serve(args) -> int:
     from voicemill.serve.limits import ServeOptions
 
     options = from_arguments(ServeOptions, args, "voicemill serve")
+    if not options.api_key and os.environ.get("VOICEMILL_API_KEY", "").strip():
+        options = dataclasses.replace(options, api_key=os.environ["VOICEMILL_API_KEY"].strip())
     return asyncio.run(serve(options, _voice_paths(args.voice)))
+
+
+def public_without_key(options) -> str | None:
+    """The warning for a server that anyone on the network may use (a non-loopback address and no key)."""
+    import ipaddress
+
+    if options.api_key:
+        return None
+    try:
+        loopback = ipaddress.ip_address(options.host).is_loopback
+    except ValueError:  # a host name
+        loopback = options.host == "localhost"
+    if loopback:
+        return None
+    return (f"listening on {options.host} with no API key: anyone who can reach port {options.port or 'the port'} "
+            f"can use this server. Set one with VOICEMILL_API_KEY=... (or --api-key), or bind to 127.0.0.1"
+            + ("; Wyoming has no authentication: keep its port on a trusted network" if options.wyoming_port
+               else ""))
 
 
 async def serve(options, voice_paths: dict[str, Path]) -> int:
@@ -159,6 +186,8 @@ async def serve(options, voice_paths: dict[str, Path]) -> int:
         raise VoicemillError(f"cannot listen on {options.host}:{options.port} ({e.strerror}); pick another "
                              f"--port") from e
     port = sock.getsockname()[1]
+    if (warning := public_without_key(options)) is not None:
+        _LOGGER.warning("%s", warning)
     config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5, access_log=False)
     server = uvicorn.Server(config)
     sock.listen(2048)  # connections wait in the backlog from here on, not refused while uvicorn starts
@@ -212,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     speak.add_argument("--length-scale", type=float, help="1/speed (default: the voice's)")
     speak.add_argument("--noise-scale", type=float, help="variation, 0 .. 2 (default: the voice's)")
     speak.add_argument("--noise-w", type=float, help="rhythm variation, 0 .. 2 (default: the voice's)")
+    speak.add_argument("--symbols", choices=SYMBOL_MODES, default="skip", help="emoji and other symbols with no "
+                       "reading: skip them (named on stderr), read their Unicode names, or refuse the text "
+                       "(default: %(default)s)")
     speak.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime threads "
                        "(default: %(default)s)")
     speak.set_defaults(fn=cmd_speak)

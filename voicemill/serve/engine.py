@@ -10,10 +10,14 @@ Text goes through the front end the voice was trained with
 then the id map), one sentence at a time (:func:`split_sentences`), so long
 text streams: the first sentence is heard while the rest is synthesized.
 
-:func:`check_text` turns text a voice cannot read into a :class:`TextError`
-that names the character and its position (control and format characters,
-emoji and other symbols, letters of a script the voice's language does not
-use, words longer than any word); ``check_scales`` does the same for scales.
+Emoji, pictographs and other symbols with no reading (``😀``, ``✓``, ``©``)
+are skipped by default and reported (:func:`speakable`: ``symbols="skip"``),
+read by their Unicode name as espeak-ng does (``"read"``: "grinning face"), or
+refused (``"refuse"``). :func:`check_text` turns what is left that a voice
+cannot read into a :class:`TextError` that names the character and its
+position (control and format characters, letters of a script the voice's
+language does not use, words longer than any word); :meth:`Scales.override`
+does the same for scales.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from voicemill.errors import VoicemillError
+from voicemill.serve.limits import SYMBOL_MODES
 from voicemill.textnorm import base_language, normalize
 from voicemill.tts.phonemes import FrontEnd, PhonemeError
 from voicemill.tts.variants import session
@@ -92,6 +97,66 @@ class Scales:
         return np.array([self.noise_scale, self.length_scale, self.noise_w], dtype=np.float32)
 
 
+#: Invisible parts of emoji sequences and zero-width spaces: nothing to say, whatever the mode.
+_INVISIBLE = {0x200B, 0x200D, 0x2060, 0xFEFF, 0x20E3, *range(0xFE00, 0xFE10), *range(0xE0020, 0xE0080)}
+
+
+def _is_symbol(ch: str) -> bool:
+    """A symbol with no reading: emoji, pictographs, dingbats, signs (``So``) and emoji modifiers."""
+    cat = unicodedata.category(ch)
+    return cat == "So" or (cat == "Sk" and ord(ch) >= 0x1F000)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a voice will say of a text: its sentences, and the symbols skipped (Unicode names, in order)."""
+
+    sentences: list[str]
+    skipped: tuple[str, ...] = ()
+
+    def skipped_header(self) -> str:
+        """The skipped symbols for an HTTP header (ASCII: their names, not the characters)."""
+        return "; ".join(self.skipped)
+
+
+def speakable(text: str, symbols: str = "skip") -> tuple[str, tuple[str, ...]]:
+    """``text`` with its symbols that have no reading skipped or named (``symbols``), and the names of those
+    skipped.
+
+    ``skip`` drops them (a symbol between words leaves a space); ``read`` says
+    their Unicode name in lower case ("grinning face"; a pair of regional
+    indicators is "flag"; skin-tone modifiers are dropped); ``refuse`` leaves
+    them for :func:`check_text` to refuse.
+    """
+    if symbols not in SYMBOL_MODES:
+        raise ValueError(f"symbols {symbols!r}: use one of {', '.join(SYMBOL_MODES)}")
+    if symbols == "refuse":
+        return text, ()
+    out, found, i = [], [], 0
+    while i < len(text):
+        ch, code = text[i], ord(text[i])
+        if code in _INVISIBLE:
+            i += 1
+            continue
+        if not _is_symbol(ch):
+            out.append(ch)
+            i += 1
+            continue
+        name = unicodedata.name(ch, f"U+{code:04X}")
+        if 0x1F1E6 <= code <= 0x1F1FF:  # a flag is two regional indicators
+            pair = i + 1 < len(text) and 0x1F1E6 <= ord(text[i + 1]) <= 0x1F1FF
+            name, said, i = "FLAG", "flag", i + (2 if pair else 1)
+        else:
+            said, i = name.lower(), i + 1
+        if symbols == "read" and not 0x1F3FB <= code <= 0x1F3FF:  # skin tones are not said
+            out.append(f" {said} ")
+        else:
+            found.append(name)
+            out.append(" ")
+    said = re.sub(r"[ \t]+(?=[.,!?;:…)\]]|$)", "", "".join(out))  # no space left before punctuation
+    return re.sub(r"[ \t]{2,}", " ", said), tuple(found)
+
+
 def check_text(text: str, language: str, max_chars: int) -> str:
     """``text`` with its whitespace tidied, or a :class:`TextError` saying what in it cannot be read."""
     if not isinstance(text, str):
@@ -110,7 +175,8 @@ def check_text(text: str, language: str, max_chars: int) -> str:
             raise TextError(f"{what} U+{ord(ch):04X} at position {i} cannot be spoken; remove it")
         if cat == "So" or (cat == "Sk" and ord(ch) >= 0x1F000):
             raise TextError(f"symbol {ch!r} (U+{ord(ch):04X}, {unicodedata.name(ch, 'unnamed')}) at position {i} "
-                            f"cannot be spoken; remove it or write the words to say")
+                            f"cannot be spoken; remove it, write the words to say, or let symbols be skipped "
+                            f"or read (--symbols skip|read)")
         if scripts and cat.startswith("L") and not unicodedata.name(ch, "").startswith(scripts):
             script = unicodedata.name(ch, "UNKNOWN").split()[0].title()
             raise TextError(f"{ch!r} at position {i} is {script} script; this voice speaks {language!r} "
@@ -239,13 +305,27 @@ class Voice:
                 "trained": {k: v for k, v in (self.config.get("voicemill") or {}).items()
                             if k not in ("variants", "default_variant")}}
 
-    def sentences(self, text: str, max_chars: int = 100_000) -> list[str]:
-        """Checked, normalised sentences of ``text`` (a :class:`TextError` when nothing in it can be said)."""
-        text = check_text(text, self.language, max_chars)
-        sentences = split_sentences(normalize(text, self.language))
+    def read(self, text: str, max_chars: int = 100_000, symbols: str = "skip") -> Reading:
+        """Checked, normalised sentences of ``text`` and the symbols skipped (:func:`speakable`); a
+        :class:`TextError` when nothing in it can be said."""
+        if isinstance(text, str) and len(text) > max_chars:
+            check_text(text, self.language, max_chars)  # too long: refused before any work on it
+        said, skipped = speakable(text, symbols) if isinstance(text, str) else (text, ())
+        if skipped and not re.search(r"\w", said) and text.strip():
+            raise TextError(f"text has nothing to say: only symbols with no reading ({', '.join(skipped)}); "
+                            f"give words" + (", or let symbols be read by name (--symbols read)"
+                                             if symbols == "skip" else ""))
+        said = check_text(said, self.language, max_chars)
+        sentences = split_sentences(normalize(said, self.language))
         if not any(re.search(r"\w", s) for s in sentences):
             raise TextError("text has nothing to say (no letters or digits); give words")
-        return sentences
+        if skipped:
+            _LOGGER.info("%s: skipped %d symbol(s) with no reading: %s", self.name, len(skipped), ", ".join(skipped))
+        return Reading(sentences, skipped)
+
+    def sentences(self, text: str, max_chars: int = 100_000, symbols: str = "skip") -> list[str]:
+        """The sentences of :meth:`read`."""
+        return self.read(text, max_chars, symbols).sentences
 
     def synthesize_sentence(self, sentence: str, scales: Scales | None = None, speaker: int = 0) -> np.ndarray:
         """One normalised sentence -> float32 samples at :attr:`sample_rate`."""

@@ -14,6 +14,15 @@ Routes (OpenAPI docs at ``/docs``, the schema at ``/openapi.json``):
 - ``GET  /metrics``          Prometheus text: requests by route and status, rejections, timeouts,
                              characters, seconds synthesized and of audio.
 
+With a key (``--api-key`` or ``VOICEMILL_API_KEY``) every route but
+``/health`` and the page itself answers 401 unless the request carries
+``Authorization: Bearer <key>`` (what OpenAI's clients send; compared in
+constant time); the page asks for the key once and keeps it in the browser.
+Browsers on other origins may call the API only with ``--cors-origin``.
+
+Emoji and other symbols with no reading are skipped (``--symbols``) and named
+in the ``X-Voicemill-Skipped`` response header.
+
 Every refusal is a 4xx or 5xx whose JSON ``detail`` says what was wrong and
 what to do: text too long (413), text that cannot be read, an empty text or
 scales out of range (422), an unknown voice (404), an unsupported format
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from pathlib import Path
 from typing import AsyncIterator, Literal
@@ -34,14 +44,16 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, Field
 
 from voicemill import __version__
-from voicemill.serve.engine import (Scales, TextError, TextTooLong, Voice, VoiceError, VoiceSet, first_chunk,
-                                    to_pcm16, wav_header)
+from voicemill.serve.engine import (Reading, Scales, TextError, TextTooLong, Voice, VoiceError, VoiceSet,
+                                    first_chunk, to_pcm16, wav_header)
 from voicemill.serve.limits import Admission, Busy, ServeOptions, Timeout
 
 _LOGGER = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("page")
 #: OpenAI's built-in voice names; a client that sends one gets the default voice.
 OPENAI_VOICES = {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
+#: Routes open without the key: liveness, and the page (static; it asks for the key before calling the API).
+OPEN_PATHS = {"/health", "/"}
 
 
 class SynthesizeRequest(BaseModel):
@@ -78,11 +90,26 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
                   description="Speech from voicemill (Piper) voices: synthesis, streaming, OpenAI's speech API.")
     app.state.admission, app.state.voices = admission, voices
     max_body = options.max_chars * 4 + 4096
+    key = options.api_key.encode()
+
+    def refused_key(request: Request) -> JSONResponse | None:
+        """401 unless the request carries the key (when there is one)."""
+        if not key or request.url.path in OPEN_PATHS or request.method == "OPTIONS":
+            return None
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), key):
+            return None
+        detail = ("this server needs a key: send 'Authorization: Bearer <key>' (the key it was started with, "
+                  "--api-key or VOICEMILL_API_KEY)" if not given else "the key sent is not this server's key")
+        return JSONResponse({"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
     @app.middleware("http")
     async def count_and_bound(request: Request, call_next):
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_body:
+        refusal = refused_key(request)
+        if refusal is not None:
+            response = refusal
+        elif length and length.isdigit() and int(length) > max_body:
             response = JSONResponse({"detail": f"request body of {int(length)} bytes; the most is {max_body} "
                                                f"(text up to {options.max_chars} characters)"}, status_code=413)
         else:
@@ -104,10 +131,10 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
         except VoiceError as e:  # the server's voice files, not the request, are at fault
             raise HttpError(500, f"voice {name!r} cannot be loaded: {e}") from None
 
-    def prepare(voice: Voice, text: str, **scales) -> tuple[list[str], Scales]:
+    def prepare(voice: Voice, text: str, **scales) -> tuple[Reading, Scales]:
         try:
             chosen = voice.scales.override(**scales)
-            return voice.sentences(text, options.max_chars), chosen
+            return voice.read(text, options.max_chars, options.symbols), chosen
         except TextError as e:
             raise HttpError(413 if isinstance(e, TextTooLong) else 422, str(e)) from None
 
@@ -130,7 +157,8 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
         admission.count_audio(len(sentences), sum(map(len, sentences)), len(data) / 2 / voice.sample_rate)
         return data
 
-    def streamed(voice: Voice, sentences: list[str], scales: Scales, fmt: str) -> StreamingResponse:
+    def streamed(voice: Voice, reading: Reading, scales: Scales, fmt: str) -> StreamingResponse:
+        sentences = reading.sentences
         ticket = admit()  # a refusal is a plain 503 before any byte is sent
 
         async def body():
@@ -150,7 +178,7 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
                 ticket.release()
         content = body() if fmt in ("wav", "pcm") else encoded(body(), voice.sample_rate, fmt)
         return StalledClientGuard(content, ticket, admission, media_type=_media(voice, fmt),
-                                  headers=_audio_headers(voice))
+                                  headers=_audio_headers(voice, reading))
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -170,14 +198,14 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
               responses={200: {"content": {"audio/wav": {}, "audio/L16": {}}}})
     async def synthesize(req: SynthesizeRequest):
         voice = voice_for(req.voice)
-        sentences, scales = prepare(voice, req.text, noise_scale=req.noise_scale,
-                                    length_scale=req.length_scale, noise_w=req.noise_w)
+        reading, scales = prepare(voice, req.text, noise_scale=req.noise_scale,
+                                  length_scale=req.length_scale, noise_w=req.noise_w)
         wav = req.format == "wav"
         if req.stream:
-            return streamed(voice, sentences, scales, req.format)
-        data = await whole(voice, sentences, scales)
+            return streamed(voice, reading, scales, req.format)
+        data = await whole(voice, reading.sentences, scales)
         body = wav_header(voice.sample_rate, len(data)) + data if wav else data
-        return Response(body, media_type=_media(voice, req.format), headers=_audio_headers(voice))
+        return Response(body, media_type=_media(voice, req.format), headers=_audio_headers(voice, reading))
 
     @app.post("/v1/audio/speech", summary="OpenAI-compatible speech (mp3, opus, aac, flac, wav or pcm; streamed)",
               responses={200: {"content": {"audio/mpeg": {}, "audio/ogg": {}, "audio/aac": {}, "audio/flac": {},
@@ -192,19 +220,26 @@ def create_app(voices: VoiceSet, options: ServeOptions, admission: Admission | N
                                  f"{voice.sample_rate} Hz)")
         if not 0.25 <= req.speed <= 4.0:
             raise HttpError(422, f"speed {req.speed!r} is out of range; allowed 0.25 .. 4")
-        sentences, scales = prepare(voice, req.input, length_scale=voice.scales.length_scale / req.speed)
-        return streamed(voice, sentences, scales, fmt)
+        reading, scales = prepare(voice, req.input, length_scale=voice.scales.length_scale / req.speed)
+        return streamed(voice, reading, scales, fmt)
 
     @app.get("/health", summary="Liveness, voices and load")
     async def health():
         snap = admission.snapshot()
         return {"status": "ok", "version": __version__, "voices": voices.names(), "max_chars": options.max_chars,
+                "key_required": bool(key),
                 **{k: snap[k] for k in ("workers", "capacity", "active", "running")}}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics():
         return PlainTextResponse(prometheus(admission.snapshot()), media_type="text/plain; version=0.0.4")
 
+    if options.cors_origin:  # outermost: a browser's preflight is answered before the key is asked for
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in options.cors_origin.split(",")],
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["X-Voicemill-Skipped", "X-Sample-Rate", "X-Voice", "Retry-After"])
     return app
 
 
@@ -298,8 +333,11 @@ def _media(voice: Voice, fmt: str) -> str:
     return "audio/wav" if fmt == "wav" else f"audio/L16;rate={voice.sample_rate};channels=1"
 
 
-def _audio_headers(voice: Voice) -> dict:
-    return {"X-Sample-Rate": str(voice.sample_rate), "X-Voice": voice.name, "Cache-Control": "no-store"}
+def _audio_headers(voice: Voice, reading: Reading) -> dict:
+    headers = {"X-Sample-Rate": str(voice.sample_rate), "X-Voice": voice.name, "Cache-Control": "no-store"}
+    if reading.skipped:
+        headers["X-Voicemill-Skipped"] = reading.skipped_header()
+    return headers
 
 
 def prometheus(snap: dict) -> str:

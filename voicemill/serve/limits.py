@@ -29,6 +29,10 @@ from voicemill.errors import VoicemillError
 from voicemill.params import opt
 
 
+#: What to do with emoji and other symbols that have no reading (``voicemill.serve.engine.speakable``).
+SYMBOL_MODES = ("skip", "read", "refuse")
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     host: str = opt("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
@@ -47,6 +51,14 @@ class ServeOptions:
                                  "first audio comes sooner; 0 = never", "characters", ge=20, le=1000,
                                  zero_off=True)
     variant: str = opt("", "export variant to load (fp32, fp16, int8); empty = each voice's default")
+    symbols: str = opt("skip", "emoji and other symbols with no reading: skip (named in the X-Voicemill-Skipped "
+                       "header and the log), read (say their Unicode name: 'grinning face'), refuse (422)",
+                       choices=SYMBOL_MODES)
+    api_key: str = opt("", "require 'Authorization: Bearer KEY' on every route but /health and the page "
+                       "(default: $VOICEMILL_API_KEY; prefer it: a flag shows in the process list); empty = "
+                       "no key")
+    cors_origin: str = opt("", "let web pages from this origin call the API from a browser (e.g. "
+                           "https://example.org, or * for any); empty = only the server's own page")
 
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1

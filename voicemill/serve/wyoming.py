@@ -69,7 +69,7 @@ def handler_factory(voices: VoiceSet, options: ServeOptions, admission: Admissio
                     if self.streaming is None:  # in a stream, it repeats the chunks for older servers
                         syn = Synthesize.from_event(event)
                         voice = self._voice(syn.voice)
-                        sentences = voice.sentences(syn.text, options.max_chars)  # an error before audio-start
+                        sentences = voice.sentences(syn.text, options.max_chars, options.symbols)  # before audio-start
                         await self._start(voice)
                         await self._speak(voice, sentences)
                         await self._stop()
@@ -128,7 +128,7 @@ def handler_factory(voices: VoiceSet, options: ServeOptions, admission: Admissio
                     return
                 done, keep = pending[:ends[-1].end()], pending[ends[-1].end():]
             if re.search(r"\w", done):
-                sentences = voice.sentences(done, options.max_chars)
+                sentences = voice.sentences(done, options.max_chars, options.symbols)
                 if not started:
                     await self._start(voice)
                     started = True
