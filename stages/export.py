@@ -9,8 +9,9 @@ Writes: <onnx> (models/voice.onnx) and <onnx>.json (the Piper voice config:
         each with its own .onnx.json), and <metrics> (metrics/export.json:
         max_abs_diff against PyTorch with the noise off, rtf_onnx and rtf_joe
         in Piper's runtime on the same sentences, rtf_vs_joe, size_mb; under
-        "variants" per variant size_mb, rtf, wer, distillmos, mel_distance_db,
-        accepted or rejected and why; "default_variant")
+        "variants" per variant size_mb, rtf, wer, distillmos, and against
+        fp32 mel_distance_db, pesq, stoi; accepted or rejected and why;
+        "default_variant")
 Params: export, evaluate.asr_model
 Usage:  python -m stages.export [--voice models/tts] [--onnx models/voice.onnx]
             [--metrics metrics/export.json]

@@ -88,10 +88,48 @@ def test_variants_stay_close_to_fp32(exported, measure):
     # fp16 0.09-0.13 dB, int8 1.07-1.16 dB (joe and the demo voice, 2 and 8 sentences).
     assert measure("fp16_mel_distance_db", m["fp16"]["mel_distance_db"]) < 0.4
     assert measure("int8_mel_distance_db", m["int8"]["mel_distance_db"]) < 2.0
+    # PESQ and STOI against fp32 (joe, 8 sentences: fp16 4.55 / 0.9996, int8 3.12 / 0.977); fp32 is itself.
+    assert (m["fp32"]["pesq"], m["fp32"]["stoi"]) == (pytest.approx(4.64, abs=0.01), pytest.approx(1.0))
+    assert measure("fp16_pesq", m["fp16"]["pesq"]) > 4.0 and measure("fp16_stoi", m["fp16"]["stoi"]) > 0.99
+    assert 2.0 < measure("int8_pesq", m["int8"]["pesq"]) < m["fp16"]["pesq"]
+    assert 0.9 < measure("int8_stoi", m["int8"]["stoi"]) < m["fp16"]["stoi"]
     assert abs(m["fp16"]["distillmos"] - m["fp32"]["distillmos"]) < 0.1
     # At the shipped limits fp16 qualifies and int8 does not, and the reason names the limit.
     assert m["fp16"]["accepted"] and "export.max_mel_distance_db" in m["int8"]["rejected"]
     assert result["default_variant"] == min(("fp32", "fp16"), key=lambda n: m[n]["rtf"])
+
+
+@pytest.mark.machine
+def test_pesq_and_stoi_fall_when_a_variant_is_degraded_on_purpose(exported, tmp_path, measure):
+    """Every Conv in int8, the waveform decoder's too (what write_int8 avoids), and hiss added to a rendering."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from voicemill import scoring
+
+    folder, result = exported
+    broken = tmp_path / "voice.broken.onnx"
+    with variants._quiet_logging():
+        quantize_dynamic(str(folder / "voice.onnx"), str(broken), op_types_to_quantize=["Conv"],
+                         weight_type=QuantType.QUInt8)
+    config = json.loads((folder / "voice.onnx.json").read_text())
+    m = variants.measure({"fp32": folder / "voice.onnx", "int8": folder / "voice.int8.onnx", "broken": broken},
+                         config, "tiny.en", 2, sentences=variants.SENTENCES[:2], rounds=1)
+    assert measure("broken_pesq", m["broken"]["pesq"]) < m["int8"]["pesq"] - 0.5  # joe: 2.0 against 3.1
+    assert measure("broken_stoi", m["broken"]["stoi"]) < m["int8"]["stoi"]
+    default, rejected = choose_default(m, **LIMITS, min_pesq=4.0, min_stoi=0.99)
+    assert default == "fp32" and "export.min_pesq 4.0" in rejected["broken"]
+    # Hiss in the pauses: sample for sample the words are intact (STOI barely moves), PESQ hears it.
+    clean = variants.speak(variants.session(folder / "voice.onnx", 2), _ids(config, variants.SENTENCES[0]), 1.0)
+    hiss = np.random.default_rng(0).normal(0, 0.003, clean.size).astype(np.float32)
+    same, noisy = scoring.intrusive(clean, clean, 22050), scoring.intrusive(clean, clean + hiss, 22050)
+    assert same["pesq"] == pytest.approx(4.64, abs=0.01) and same["stoi"] == pytest.approx(1.0)
+    assert noisy["pesq"] < 3.0 and noisy["stoi"] < 1.0
+
+
+def _ids(config, text):
+    from voicemill.tts.phonemes import FrontEnd
+
+    return FrontEnd("en", config["espeak"]["voice"], config["phoneme_id_map"]).text_to_ids(text)
 
 
 def test_switching_variants_off_removes_them_and_leaves_fp32_the_default(tmp_path):
@@ -130,11 +168,13 @@ def test_mel_distance_counts_sound_not_timing(joe_audio):
     assert mel_distance_db(a, a + hiss, 22050) > 5.0  # hiss fills the pauses
 
 
-def _m(rtf, wer=0.05, mos=4.0, mel=0.0, unusable=0):
-    return {"rtf": rtf, "wer": wer, "distillmos": mos, "mel_distance_db": mel, "unusable": unusable}
+def _m(rtf, wer=0.05, mos=4.0, mel=0.0, unusable=0, pesq=4.5, stoi=0.999):
+    return {"rtf": rtf, "wer": wer, "distillmos": mos, "mel_distance_db": mel, "unusable": unusable, "pesq": pesq,
+            "stoi": stoi}
 
 
 LIMITS = {"max_wer_increase": 0.02, "max_mos_drop": 0.1, "max_mel_distance_db": 0.5}
+PESQ_STOI = {"min_pesq": 4.0, "min_stoi": 0.99}
 
 
 def test_the_default_is_the_fastest_variant_without_a_loss():
@@ -152,10 +192,13 @@ def test_each_loss_rejects_a_variant_with_its_reason():
     fp32 = _m(0.05, wer=0.05, mos=4.0)
     default, rejected = choose_default({"fp32": fp32, "wer": _m(0.01, wer=0.08), "mos": _m(0.01, mos=3.85),
                                         "mel": _m(0.01, mel=float("nan")), "empty": _m(0.01, unusable=1),
-                                        "all": _m(0.01, wer=0.5, mos=2.0, mel=9.0)}, **LIMITS)
-    assert default == "fp32" and set(rejected) == {"wer", "mos", "mel", "empty", "all"}
+                                        "pesq": _m(0.01, pesq=3.1), "stoi": _m(0.01, stoi=float("nan")),
+                                        "all": _m(0.01, wer=0.5, mos=2.0, mel=9.0, pesq=2.0, stoi=0.9)},
+                                       **LIMITS, **PESQ_STOI)
+    assert default == "fp32" and set(rejected) == {"wer", "mos", "mel", "empty", "pesq", "stoi", "all"}
+    assert rejected["pesq"] == "PESQ 3.10 < export.min_pesq 4.0" and "STOI nan" in rejected["stoi"]
     assert rejected["wer"] == "WER 0.080 vs fp32 0.050 (+0.030) > export.max_wer_increase 0.02"
     assert rejected["mos"] == "Distill-MOS 3.85 vs fp32 4.00 (-0.15) > export.max_mos_drop 0.1"
     assert "mel distance nan dB" in rejected["mel"]  # not measured is not good enough
     assert rejected["empty"] == "1 sentence(s) without usable audio"
-    assert rejected["all"].count(";") == 2
+    assert rejected["all"].count(";") == 4

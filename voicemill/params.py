@@ -212,8 +212,12 @@ class TrainParams:
     lr: float = opt(2e-4, "learning rate of the parts that start untrained (everything, from scratch)", gt=0, le=1)
     lr_adapt: float = opt(1e-5, "learning rate of the pretrained parts that adapt (adapt_parts)", gt=0, le=1)
     adapt_parts: list[str] = opt(["flow"], "pretrained parts that learn after the warm-up (the decoder costs "
-                                 "naturalness, see 'Training a voice')",
-                                 choices=("flow", "decoder", "text_encoder", "duration"))
+                                 "naturalness, see 'Training a voice'); <part>_scales: only its per-channel gains "
+                                 "and biases, at lr_scales",
+                                 choices=("flow", "decoder", "text_encoder", "duration", "flow_scales",
+                                          "decoder_scales", "text_encoder_scales", "duration_scales"))
+    lr_scales: float = opt(1e-3, "learning rate of the <part>_scales in adapt_parts (a few thousand gains and "
+                           "biases: they take a larger rate than whole parts)", gt=0, le=1)
     adversarial_ramp_steps: int = opt(50, "after the warm-up, the adversarial loss ramps in over these steps",
                                       "steps", ge=0)
     grad_clip: float = opt(1000.0, "gradient norm limit per side (coqui's VITS recipe); 0 = off", ge=0)
@@ -262,6 +266,11 @@ class ExportParams:
                               "default", ge=0, le=4)
     max_mel_distance_db: float = opt(0.5, "a variant whose log-mel distance to fp32 (same sentence, noise off) is "
                                      "more than this cannot be the default", "dB", gt=0)
+    min_pesq: float = opt(4.0, "a variant whose wide-band PESQ against fp32 (same sentence, noise off, put on "
+                          "fp32's time line) is below this cannot be the default (joe: fp16 4.55, int8 3.1)",
+                          ge=1, le=4.64)
+    min_stoi: float = opt(0.99, "a variant whose STOI against fp32 (as PESQ) is below this cannot be the default "
+                          "(joe: fp16 0.9996, int8 0.977)", ge=0, le=1)
     num_threads: int = opt(2, "ONNX Runtime and torch CPU threads; the speeds are measured with this many", ge=1)
 
 

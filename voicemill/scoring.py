@@ -7,6 +7,9 @@
   package's bundled ONNX models, and Distill-MOS from ``distillmos``.
 - Speaker similarity: cosine between resemblyzer (GE2E) embeddings.
 - Speed: real-time factor (seconds of compute per second of audio).
+- Against a time-aligned reference of the same sentence (a voice's export
+  variants, noise off): :func:`mel_distance_db`, and PESQ and STOI
+  (:func:`intrusive`).
 
 All functions take float32 mono audio with its sample rate and resample
 themselves.
@@ -199,3 +202,115 @@ def validity(audio: np.ndarray, rate: int, text: str) -> str:
     if seconds > 1.0 + 0.25 * max(1, len(text)):
         return "too_long"
     return ""
+
+
+# --------------------------------------------------------------- against a reference rendering
+
+
+def log_mel_db(audio: np.ndarray, rate: int, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> np.ndarray:
+    """Power mel spectrogram in dB, (frames, n_mels): Hann window, HTK mel scale from 0 to rate / 2."""
+    audio = np.asarray(audio, dtype=np.float64)
+    if audio.size < n_fft:
+        audio = np.pad(audio, (0, n_fft - audio.size))
+    frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::hop] * np.hanning(n_fft)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    edges = 700.0 * (10 ** (np.linspace(0.0, mel(rate / 2), n_mels + 2) / 2595.0) - 1.0)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / rate)
+    rising = (freqs[None, :] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None])
+    falling = (edges[2:, None] - freqs[None, :]) / (edges[2:, None] - edges[1:-1, None])
+    bank = np.maximum(0.0, np.minimum(rising, falling))
+    return 10.0 * np.log10(np.maximum(power @ bank.T, 1e-10))
+
+
+def _dtw(cost: np.ndarray) -> tuple[float, list[tuple[int, int]]]:
+    """The least-cost monotonic alignment of the rows and columns of ``cost`` (steps right, down, both): its mean
+    cost along the path, and the path as (row, column) pairs from (0, 0) to the last cell."""
+    n, m = cost.shape
+    total = np.full((n + 1, m + 1), np.inf)
+    steps = np.zeros((n + 1, m + 1))
+    came = np.zeros((n + 1, m + 1), dtype=np.int8)  # 0: diagonal, 1: from the row above, 2: from the left
+    total[0, 0] = 0.0
+    for k in range(2, n + m + 1):  # one anti-diagonal (i + j = k) at a time: its cells depend on earlier ones only
+        i = np.arange(max(1, k - m), min(n, k - 1) + 1)
+        j = k - i
+        before = np.stack([total[i - 1, j - 1], total[i - 1, j], total[i, j - 1]])
+        pick = np.argmin(before, axis=0)
+        cols = np.arange(i.size)
+        total[i, j] = cost[i - 1, j - 1] + before[pick, cols]
+        steps[i, j] = 1 + np.stack([steps[i - 1, j - 1], steps[i - 1, j], steps[i, j - 1]])[pick, cols]
+        came[i, j] = pick
+    path, i, j = [], n, m
+    while i > 0 and j > 0:
+        path.append((i - 1, j - 1))
+        move = came[i, j]
+        i, j = (i - 1, j - 1) if move == 0 else (i - 1, j) if move == 1 else (i, j - 1)
+    return float(total[n, m] / steps[n, m]), path[::-1]
+
+
+def _mel_pair(reference: np.ndarray, other: np.ndarray, rate: int, floor_db: float = 80.0) -> np.ndarray:
+    """Frame-to-frame distances (reference frames x other frames) of the two log-mel spectrograms, both floored
+    ``floor_db`` below the reference's loudest bin."""
+    a, b = log_mel_db(reference, rate), log_mel_db(other, rate)
+    floor = a.max() - floor_db
+    a, b = np.maximum(a, floor), np.maximum(b, floor)
+    return np.stack([np.abs(b - frame).mean(axis=1) for frame in a])  # row by row: (n, m), not (n, m, bands)
+
+
+def mel_distance_db(reference: np.ndarray, other: np.ndarray, rate: int, floor_db: float = 80.0) -> float:
+    """How far ``other`` sounds from ``reference`` (the same sentence), in dB; 0 when they are the same.
+
+    Both are turned into 80-band log-mel spectrograms (1024-sample Hann
+    window, hop 256: 11.6 ms frames at 22050 Hz), every value floored at
+    ``floor_db`` below the reference's loudest bin, so that the noise in
+    silences (inaudible) does not count. The distance of two frames is the
+    mean absolute difference over the bands; the frames are paired by
+    dynamic time warping, so a phoneme one frame longer (the duration
+    predictor rounds up, and a variant can round a duration the other way)
+    shifts nothing after it; the result is the mean distance over the
+    pairs of the warping path.
+
+    For scale, on joe and the demo voice (eight sentences): fp16 0.1 dB,
+    int8 1.1 dB, the same sentence drawn with Piper's default noise 1.9 dB,
+    6 dB quieter 4 dB, another sentence 7.7 dB. A shift by a fraction of a
+    hop costs by itself (half a hop: 2 dB); a VITS voice's durations move by
+    whole hops of 256 samples, the hop used here.
+    """
+    return _dtw(_mel_pair(reference, other, rate, floor_db))[0]
+
+
+def aligned(reference: np.ndarray, other: np.ndarray, rate: int, hop: int = 256,
+            path: list[tuple[int, int]] | None = None) -> np.ndarray:
+    """``other`` put on ``reference``'s time line, a hop at a time, along the frames' warping path.
+
+    For renderings of one sentence whose durations differ by whole hops (a VITS
+    voice and its export variants: a phoneme one frame longer or shorter),
+    so that measures that compare sample by sample (PESQ, STOI) hear the
+    sound and not the shift. Each reference frame takes the first frame of
+    ``other`` paired with it; the result has ``reference``'s length.
+    ``path``: the warping path when already found (:func:`_dtw`).
+    """
+    if path is None:
+        _, path = _dtw(_mel_pair(reference, other, rate))
+    first: dict[int, int] = {}
+    for i, j in path:
+        first.setdefault(i, j)
+    padded = np.pad(np.asarray(other, dtype=np.float32), (0, hop * (max(first.values()) + 2)))
+    out = np.concatenate([padded[first[i] * hop:(first[i] + 1) * hop] for i in sorted(first)])
+    return np.pad(out, (0, max(0, len(reference) - out.size)))[:len(reference)]
+
+
+def intrusive(reference: np.ndarray, degraded: np.ndarray, rate: int) -> dict[str, float]:
+    """``degraded`` against ``reference``, the same sentence: :func:`mel_distance_db`, and after
+    :func:`aligned` PESQ (ITU-T P.862.2 wide band, 1 .. 4.64; NaN where it finds no speech) and STOI (0 .. 1)."""
+    from pesq import PesqError, pesq
+    from pystoi import stoi
+
+    reference = np.asarray(reference, dtype=np.float32)
+    distance, path = _dtw(_mel_pair(reference, degraded, rate))
+    other = aligned(reference, degraded, rate, path=path)
+    try:
+        p = float(pesq(SCORE_RATE, to_16k(reference, rate), to_16k(other, rate), "wb"))
+    except PesqError:
+        p = float("nan")
+    return {"mel_distance_db": distance, "pesq": p, "stoi": float(stoi(reference, other, rate, extended=False))}

@@ -52,6 +52,10 @@ PARTS: dict[str, tuple[str, ...]] = {
     "disc": ("disc.",),
 }
 GENERATOR_PARTS = ("text_encoder", "duration", "flow", "decoder")
+#: ``<part>_scales``: only the part's per-channel gains (weight norm's magnitudes) and biases learn, the
+#: directions of its filters stay as imported (a few thousand parameters: the decoder's 3.6 k of 1.66 M).
+SCALE_PARAMS = ("parametrizations.weight.original0", "weight_g", "bias")
+ADAPTABLE_PARTS = GENERATOR_PARTS + tuple(f"{p}_scales" for p in GENERATOR_PARTS)
 UNTRAINED_AFTER_IMPORT = ("posterior", "duration_post", "disc")
 #: Sentences the imported generator speaks for the posterior's alignment (``voicemill.tts.align``).
 REHEARSAL_SENTENCES = 60
@@ -63,6 +67,16 @@ def part_of(name: str) -> str:
         if name.startswith(PARTS[part]):
             return part
     return "other"
+
+
+def chosen_by(name: str, keys) -> str | None:
+    """Which of ``keys`` (parts, or ``<part>_scales``) makes parameter ``name`` learn, if any."""
+    part = part_of(name)
+    if part in keys:
+        return part
+    if f"{part}_scales" in keys and name.endswith(SCALE_PARAMS):
+        return f"{part}_scales"
+    return None
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,7 @@ class Phase:
     @property
     def adapts(self) -> bool:
         """Whether the generator (what a Piper voice carries) learns in this phase."""
-        return any(p in GENERATOR_PARTS for p in self.lrs)
+        return any(p.removesuffix("_scales") in GENERATOR_PARTS for p in self.lrs)
 
 
 @dataclass
@@ -181,7 +195,7 @@ def set_trainable(model, parts) -> int:
     """Freeze every parameter outside ``parts``; returns how many parameters learn."""
     n = 0
     for name, p in model.named_parameters():
-        p.requires_grad_(part_of(name) in parts)
+        p.requires_grad_(chosen_by(name, parts) is not None)
         n += p.numel() if p.requires_grad else 0
     return n
 
@@ -190,8 +204,8 @@ def _optimizers(model, phase: Phase):
     """AdamW per side (coqui's VITS settings: betas 0.8/0.99, eps 1e-9, weight decay 0.01), one group per part."""
     groups = {"gen": {}, "disc": {}}
     for name, p in model.named_parameters():
-        part = part_of(name)
-        if part in phase.lrs:
+        part = chosen_by(name, phase.lrs)
+        if part is not None:
             side = "disc" if part == "disc" else "gen"
             groups[side].setdefault(part, []).append(p)
     out = {}
@@ -461,6 +475,7 @@ class TrainOptions:
     lr: float
     lr_adapt: float
     adapt_parts: tuple[str, ...]
+    lr_scales: float
     adversarial_ramp_steps: int
     grad_clip: float
     grad_accumulation: int
@@ -581,7 +596,7 @@ def plan(opts: TrainOptions, kind: str, total_steps: int) -> list[Phase]:
 
     From a voice this pipeline trained (every part already trained): ``adapt`` only.
     """
-    gen_parts = {p: opts.lr_adapt for p in opts.adapt_parts}
+    gen_parts = {p: opts.lr_scales if p.endswith("_scales") else opts.lr_adapt for p in opts.adapt_parts}
     helpers = {p: opts.lr for p in UNTRAINED_AFTER_IMPORT}
     if kind == "scratch":
         return [Phase("train", total_steps, {p: opts.lr for p in PARTS})]
@@ -611,9 +626,9 @@ class Job:
 
 def check_options(opts: TrainOptions) -> None:
     """Fail early, naming the param, on values no run can use."""
-    bad = [p for p in opts.adapt_parts if p not in GENERATOR_PARTS]
+    bad = [p for p in opts.adapt_parts if p not in ADAPTABLE_PARTS]
     if bad:
-        raise VoicemillError(f"train.adapt_parts: unknown part(s) {bad}; choose from {', '.join(GENERATOR_PARTS)}")
+        raise VoicemillError(f"train.adapt_parts: unknown part(s) {bad}; choose from {', '.join(ADAPTABLE_PARTS)}")
     for name in ("batch_size", "grad_accumulation", "keep_checkpoints", "eval_sentences", "num_threads"):
         if getattr(opts, name) < 1:
             raise VoicemillError(f"train.{name} must be at least 1, not {getattr(opts, name)}")

@@ -22,13 +22,17 @@ measured (:func:`measure`):
 - ``wer``: corpus WER of an ASR round trip (``evaluate.asr_model``, as the
   evaluate stage scores), both sides normalised;
 - ``distillmos``: mean Distill-MOS (1-5);
-- ``mel_distance_db``: distance to the fp32 rendering of the same sentence
-  (:func:`mel_distance_db`), mean over the sentences; 0 for fp32.
+- against the fp32 rendering of the same sentence (noise off), means over the
+  sentences (:func:`voicemill.scoring.intrusive`): ``mel_distance_db``
+  (0 for fp32), and on the rendering put on fp32's time line (durations may
+  differ by a frame) ``pesq`` (wide band; fp32 against itself 4.64) and
+  ``stoi`` (1 for fp32).
 
 The default (:func:`choose_default`) is the fastest variant with no
 measurable loss against fp32: WER at most ``export.max_wer_increase`` higher,
 Distill-MOS at most ``export.max_mos_drop`` lower, mel distance at most
-``export.max_mel_distance_db``. fp32 always qualifies; a variant that does
+``export.max_mel_distance_db``, PESQ at least ``export.min_pesq``, STOI at
+least ``export.min_stoi``. fp32 always qualifies; a variant that does
 not gets its reasons in ``rejected``.
 """
 
@@ -47,6 +51,7 @@ import numpy as np
 from voicemill.errors import VoicemillError
 from voicemill.fsutil import atomic_path, write_json
 from voicemill.params import defaults_from
+from voicemill.scoring import intrusive, mel_distance_db  # noqa: F401 - mel_distance_db: one of the measures
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -76,6 +81,8 @@ class VariantOptions:
     max_wer_increase: float
     max_mos_drop: float
     max_mel_distance_db: float
+    min_pesq: float
+    min_stoi: float
     num_threads: int
     asr_model: str
 
@@ -208,65 +215,6 @@ def write_variants(onnx_path: Path, names: list[str]) -> dict[str, Path]:
 # --------------------------------------------------------------- measuring
 
 
-def log_mel_db(audio: np.ndarray, rate: int, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> np.ndarray:
-    """Power mel spectrogram in dB, (frames, n_mels): Hann window, HTK mel scale from 0 to rate / 2."""
-    audio = np.asarray(audio, dtype=np.float64)
-    if audio.size < n_fft:
-        audio = np.pad(audio, (0, n_fft - audio.size))
-    frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::hop] * np.hanning(n_fft)
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
-    edges = 700.0 * (10 ** (np.linspace(0.0, mel(rate / 2), n_mels + 2) / 2595.0) - 1.0)
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / rate)
-    rising = (freqs[None, :] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None])
-    falling = (edges[2:, None] - freqs[None, :]) / (edges[2:, None] - edges[1:-1, None])
-    bank = np.maximum(0.0, np.minimum(rising, falling))
-    return 10.0 * np.log10(np.maximum(power @ bank.T, 1e-10))
-
-
-def _dtw_mean(cost: np.ndarray) -> float:
-    """Mean cost along the least-cost monotonic alignment of the rows and columns (steps right, down, both)."""
-    n, m = cost.shape
-    total = np.full((n + 1, m + 1), np.inf)
-    steps = np.zeros((n + 1, m + 1))
-    total[0, 0] = 0.0
-    for k in range(2, n + m + 1):  # one anti-diagonal (i + j = k) at a time: its cells depend on earlier ones only
-        i = np.arange(max(1, k - m), min(n, k - 1) + 1)
-        j = k - i
-        before = np.stack([total[i - 1, j - 1], total[i - 1, j], total[i, j - 1]])
-        pick = np.argmin(before, axis=0)
-        cols = np.arange(i.size)
-        total[i, j] = cost[i - 1, j - 1] + before[pick, cols]
-        steps[i, j] = 1 + np.stack([steps[i - 1, j - 1], steps[i - 1, j], steps[i, j - 1]])[pick, cols]
-    return float(total[n, m] / steps[n, m])
-
-
-def mel_distance_db(reference: np.ndarray, other: np.ndarray, rate: int, floor_db: float = 80.0) -> float:
-    """How far ``other`` sounds from ``reference`` (the same sentence), in dB; 0 when they are the same.
-
-    Both are turned into 80-band log-mel spectrograms (1024-sample Hann
-    window, hop 256: 11.6 ms frames at 22050 Hz), every value floored at
-    ``floor_db`` below the reference's loudest bin, so that the noise in
-    silences (inaudible) does not count. The distance of two frames is the
-    mean absolute difference over the bands; the frames are paired by
-    dynamic time warping, so a phoneme one frame longer (the duration
-    predictor rounds up, and a variant can round a duration the other way)
-    shifts nothing after it; the result is the mean distance over the
-    pairs of the warping path.
-
-    For scale, on joe and the demo voice (eight sentences): fp16 0.1 dB,
-    int8 1.1 dB, the same sentence drawn with Piper's default noise 1.9 dB,
-    6 dB quieter 4 dB, another sentence 7.7 dB. A shift by a fraction of a
-    hop costs by itself (half a hop: 2 dB); a VITS voice's durations move by
-    whole hops of 256 samples, the hop used here.
-    """
-    a, b = log_mel_db(reference, rate), log_mel_db(other, rate)
-    floor = a.max() - floor_db
-    a, b = np.maximum(a, floor), np.maximum(b, floor)
-    cost = np.stack([np.abs(b - frame).mean(axis=1) for frame in a])  # row by row: (n, m), not (n, m, bands)
-    return _dtw_mean(cost)
-
-
 def measure(paths: dict[str, Path], config: dict, asr_model: str, num_threads: int, sentences=SENTENCES,
             rounds: int = 3) -> dict[str, dict]:
     """Measure each voice file of ``paths`` (``fp32`` first, the reference) on ``sentences``; see the module
@@ -304,8 +252,9 @@ def measure(paths: dict[str, Path], config: dict, asr_model: str, num_threads: i
         heard = [asr.transcribe(recognizer, scoring.to_16k(a, rate), language)["text"] if good else ""
                  for a, good in zip(clips, ok)]
         counts = [scoring.error_counts(text, hyp, language) for text, hyp in zip(sentences, heard)]
-        distances = [mel_distance_db(ref, a, rate) if good and good_ref else float("nan")
-                     for ref, a, good, good_ref in zip(audio["fp32"], clips, ok, usable["fp32"])]
+        nan = {"mel_distance_db": float("nan"), "pesq": float("nan"), "stoi": float("nan")}
+        against = [intrusive(ref, a, rate) if good and good_ref else nan
+                   for ref, a, good, good_ref in zip(audio["fp32"], clips, ok, usable["fp32"])]
         size_mb = paths[name].stat().st_size / 2**20
         out[name] = {
             "file": paths[name].name,
@@ -314,14 +263,15 @@ def measure(paths: dict[str, Path], config: dict, asr_model: str, num_threads: i
             "rtf": rtf[name],
             "wer": sum(c["word_errors"] for c in counts) / max(1, sum(c["words"] for c in counts)),
             "distillmos": float(np.mean([distill(a, rate) if good else 1.0 for a, good in zip(clips, ok)])),
-            "mel_distance_db": float(np.mean(distances)),
+            **{k: float(np.mean([m[k] for m in against])) for k in ("mel_distance_db", "pesq", "stoi")},
             "unusable": ok.count(False),
         }
     return out
 
 
 def choose_default(measured: dict[str, dict], max_wer_increase: float, max_mos_drop: float,
-                   max_mel_distance_db: float) -> tuple[str, dict[str, str]]:
+                   max_mel_distance_db: float, min_pesq: float = 1.0, min_stoi: float = 0.0
+                   ) -> tuple[str, dict[str, str]]:
     """The fastest variant with no measurable loss against fp32, and the reason each other one failed.
 
     A measure that is not a number (NaN) fails its test.
@@ -341,6 +291,10 @@ def choose_default(measured: dict[str, dict], max_wer_increase: float, max_mos_d
         if not m["mel_distance_db"] <= max_mel_distance_db:
             reasons.append(f"mel distance {m['mel_distance_db']:.2f} dB > export.max_mel_distance_db "
                            f"{max_mel_distance_db}")
+        if not m.get("pesq", 4.64) >= min_pesq:
+            reasons.append(f"PESQ {m['pesq']:.2f} < export.min_pesq {min_pesq}")
+        if not m.get("stoi", 1.0) >= min_stoi:
+            reasons.append(f"STOI {m['stoi']:.3f} < export.min_stoi {min_stoi}")
         if reasons:
             rejected[name] = "; ".join(reasons)
     accepted = [name for name in measured if name not in rejected]
@@ -360,7 +314,7 @@ def export_variants(onnx_path: Path, opts: VariantOptions = VariantOptions(), se
     if len(paths) > 1:
         measured = measure(paths, config, opts.asr_model, opts.num_threads, sentences, rounds)
         default, rejected = choose_default(measured, opts.max_wer_increase, opts.max_mos_drop,
-                                           opts.max_mel_distance_db)
+                                           opts.max_mel_distance_db, opts.min_pesq, opts.min_stoi)
         for name, m in measured.items():
             m["accepted"] = name not in rejected
             if name in rejected:
