@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     deadline = t_start + args.minutes * 60
     phases = plan(opts, start.kind, args.max_steps)
-    loop = Loop(model, data, phases, opts.batch_size, opts.seed, grad_clip=opts.grad_clip)
+    loop = Loop(model, data, phases, opts.batch_size, opts.seed, grad_clip=opts.grad_clip, ema_decay=opts.ema_decay)
     curve = [{"step": 0, "phase": "joe", "seconds": 0.0, **score(model, copy=False)}]
     report = {"args": vars(args), "options": dataclasses.asdict(opts), "train_clips": len(data),
               "train_minutes": seconds / 60, "phases": [f"{p.name} {p.steps}" for p in loop.phases],
@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def record(phase: str) -> None:
         t0 = time.monotonic()
-        scores = score(model, speak=loop.generator_trained, copy=not args.no_copy)
+        with loop.averaged():  # the weights the train stage would listen to (its average, with ema_decay)
+            scores = score(model, speak=loop.generator_trained, copy=not args.no_copy)
         scoring_seconds.append(time.monotonic() - t0)
         curve.append({"step": loop.step, "phase": phase, "seconds": time.monotonic() - t_start, **scores})
         _LOGGER.info("step %d (%s): %s", loop.step, phase, {k: round(v, 3) for k, v in curve[-1].items()

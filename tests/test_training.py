@@ -235,3 +235,36 @@ def test_the_align_phase_teaches_the_posterior_joes_latent_and_leaves_the_voice(
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in voice.items())  # the voice is untouched
     after = copy_similarity()
     assert measure("copy_similarity_aligned", after) > measure("copy_similarity_untrained", before) + 0.1
+
+
+def test_scales_parts_and_the_generator_average(dataset):
+    """``decoder_scales`` moves only the decoder's gains and biases; ``ema_decay`` keeps an average of the
+    generator that :meth:`Loop.averaged` swaps in and out, and that a checkpoint's state carries."""
+    from voicemill.tts.phonemes import dataset_ids
+    from voicemill.tts.training import SCALE_PARAMS, Loop, Phase, load_clips, resolve_start
+
+    torch.manual_seed(0)
+    start = resolve_start(_tiny())
+    model = start.model
+    data = load_clips(dataset, "metadata_train.csv", dataset_ids(dataset, start.front), 22050)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    phases = [Phase("adapt", 3, {"decoder_scales": 1e-2, "flow": 1e-3, "disc": 1e-3}, adversarial_ramp_steps=1)]
+    loop = Loop(model, data, phases, 2, 1, lr_warmup_steps=0, ema_decay=0.9)
+    for _ in range(3):
+        loop.run_step()
+    changed = {k for k, v in model.named_parameters() if not torch.equal(v, before[k])}
+    decoder = {k for k in changed if part_of(k) == "decoder"}
+    assert decoder and all(k.endswith(SCALE_PARAMS) for k in decoder)
+    assert {part_of(k) for k in changed} == {"decoder", "flow", "disc"}
+    raw = {k: v.detach().clone() for k, v in model.named_parameters()}
+    assert set(loop.ema) == {k for k in raw if part_of(k) in ("text_encoder", "duration", "flow", "decoder")}
+    moved = [k for k in changed if k in loop.ema]
+    with loop.averaged() as averaged:
+        now = dict(averaged.named_parameters())
+        assert all(torch.equal(now[k], loop.ema[k]) for k in loop.ema)
+        # between where it started and where it is: the average lags the weights
+        assert all(not torch.equal(now[k], raw[k]) and not torch.equal(now[k], before[k]) for k in moved)
+    assert all(torch.equal(v, raw[k]) for k, v in model.named_parameters())  # swapped back
+    again = Loop(model, data, phases, 2, 1, lr_warmup_steps=0, ema_decay=0.9)
+    again.load_state_dict(loop.state_dict())
+    assert again._ema_steps == 3 and all(torch.equal(again.ema[k], loop.ema[k]) for k in loop.ema)

@@ -260,11 +260,18 @@ class Loop:
     generator's earlier micro-batches meet the discriminator before its
     update). The torch random state is reseeded from (seed, step, rank) at
     every step, so a resumed run draws what an uninterrupted one draws.
+
+    With ``ema_decay`` the loop keeps an exponential moving average of the
+    generator's weights from its first adapting step on (decay warmed up as
+    ``min(decay, (1 + t) / (10 + t))``); :meth:`averaged` swaps it in for
+    listening and export. Adam's first steps move every weight by about the
+    learning rate whatever its gradient; the average keeps what the steps
+    agree on.
     """
 
     def __init__(self, model, data: ClipData, phases: list[Phase], batch_size: int, seed: int, group=None,
                  grad_clip: float = 1000.0, grad_accumulation: int = 1, autocast_dtype=None,
-                 lr_warmup_steps: int = 20):
+                 lr_warmup_steps: int = 20, ema_decay: float = 0.0):
         from voicemill.tts.distributed import Devices, Group
 
         self.model, self.data, self.seed = model, data, seed
@@ -272,6 +279,9 @@ class Loop:
         self.group = group or Group(0, Devices("cpu", (0,)))
         self.grad_clip, self.accumulation = grad_clip, max(1, grad_accumulation)
         self.autocast_dtype, self.lr_warmup_steps = autocast_dtype, lr_warmup_steps
+        self.ema_decay = ema_decay
+        self.ema: dict[str, torch.Tensor] | None = None
+        self._ema_steps = 0
         self.batches = Batches(data, batch_size, seed)
         self.criterion_d, self.criterion_g = model.get_criterion()
         self.alphas = (self.criterion_g.gen_loss_alpha, self.criterion_g.feat_loss_alpha)
@@ -319,8 +329,40 @@ class Loop:
             _LOGGER.info("phase %s: %d step(s), %s learn (%.2f M parameters)", phase.name, phase.steps,
                          ", ".join(f"{p} at {lr:g}" for p, lr in phase.lrs.items()), learning / 1e6)
 
+    def _update_ema(self) -> None:
+        if not self.ema_decay:
+            return
+        if self.ema is None:
+            self.ema = {n: p.detach().clone() for n, p in self.model.named_parameters()
+                        if part_of(n) in GENERATOR_PARTS}
+        self._ema_steps += 1
+        decay = min(self.ema_decay, (1 + self._ema_steps) / (10 + self._ema_steps))
+        with torch.no_grad():
+            for n, p in self.model.named_parameters():
+                if p.requires_grad and n in self.ema:
+                    self.ema[n].lerp_(p.detach(), 1.0 - decay)
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """The model with the generator's average weights in it (as it is when there is no average yet)."""
+        if self.ema is None:
+            yield self.model
+            return
+        params = dict(self.model.named_parameters())
+        kept = {n: params[n].detach().clone() for n in self.ema}
+        with torch.no_grad():
+            for n, v in self.ema.items():
+                params[n].copy_(v)
+        try:
+            yield self.model
+        finally:
+            with torch.no_grad():
+                for n, v in kept.items():
+                    params[n].copy_(v)
+
     def state_dict(self) -> dict:
-        return {"step": self.step, "phase_index": self._phase_index,
+        return {"step": self.step, "phase_index": self._phase_index, "ema_steps": self._ema_steps,
+                "ema": {n: v.detach().cpu() for n, v in self.ema.items()} if self.ema is not None else None,
                 "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                 "optimizers": {side: opt.state_dict() for side, opt in self.optimizers.items()},
                 "scaler": self.scaler.state_dict() if self.scaler else None,
@@ -329,6 +371,8 @@ class Loop:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.step = int(state["step"])
+        ema, self._ema_steps = state.get("ema"), int(state.get("ema_steps", 0))
+        self.ema = {n: v.to(self.group.device) for n, v in ema.items()} if ema is not None else None
         self.batches.load_state_dict(state["batches"])
         index, _ = self.locate(self.step)
         if index < len(self.phases) and state.get("phase_index") == index:
@@ -423,6 +467,8 @@ class Loop:
                         p.requires_grad_(True)
                 if last:
                     self._optimizer_step(self.optimizers["gen"], gen_params)
+                    if phase.adapts:
+                        self._update_ema()
                 losses.update({n: v for n, v in loss_g.items() if torch.is_tensor(v) and v.numel() == 1})
             del out
             for n, v in losses.items():
@@ -476,6 +522,7 @@ class TrainOptions:
     lr_adapt: float
     adapt_parts: tuple[str, ...]
     lr_scales: float
+    ema_decay: float
     adversarial_ramp_steps: int
     grad_clip: float
     grad_accumulation: int
@@ -727,7 +774,7 @@ def _train(group, job: Job) -> None:
     phases = plan(opts, start.kind, total)
     loop = Loop(model, data, phases, opts.batch_size, opts.seed, group, grad_clip=opts.grad_clip,
                 grad_accumulation=opts.grad_accumulation,
-                autocast_dtype=check_precision(opts.precision, group.device))
+                autocast_dtype=check_precision(opts.precision, group.device), ema_decay=opts.ema_decay)
 
     store = CheckpointStore(job.checkpoints_dir, opts.keep_checkpoints)
     identity = run_identity(dataclasses.asdict(opts), dataset_fingerprint(job.dataset_dir))
@@ -807,13 +854,17 @@ def _train(group, job: Job) -> None:
         _LOGGER.info("the best checkpoint by the listening composite is step %d (%.3f); the last, step %d, scored "
                      "%.3f: exporting step %d", best, best_eval["composite"], loop.step,
                      history["evals"][-1]["composite"] if history["evals"] else float("nan"), best)
-        model.load_state_dict(store.load(best)["loop"]["model"])
+        at_best = store.load(best)["loop"]
+        model.load_state_dict(at_best["model"])
+        loop.ema = at_best.get("ema")
         chosen = best
     model.cpu()
     piper = piper_config(start.front, opts.sample_rate_hz, model.args.num_chars, start.quality, job.dataset_name)
     piper["voicemill"] = {"language": opts.language, "preset": opts.preset, "init_from": opts.init_from,
                           "steps": chosen}
-    save_voice(job.out_dir, model, piper, {"step": chosen, "preset": opts.preset, "init_from": opts.init_from})
+    with loop.averaged():  # the generator's average weights where train.ema_decay keeps one
+        save_voice(job.out_dir, model, piper, {"step": chosen, "preset": opts.preset, "init_from": opts.init_from,
+                                               "averaged": loop.ema is not None})
     best_scores = next((e for e in history["evals"] if e["step"] == chosen), None)
     live.summary.update({"steps": loop.step, "stopped_early": int(history["stopped"]),
                          "evaluations": len(history["evals"]), "chosen_step": chosen})
@@ -860,7 +911,8 @@ def _evaluate(listener, loop: Loop, store, history: dict, live, opts: TrainOptio
 
     step = loop.step
     out = store.eval_dir(step)
-    result = listener(loop.model, opts.sample_rate_hz, out)
+    with loop.averaged() as model:
+        result = listener(model, opts.sample_rate_hz, out)
     scores = result["scores"]
     write_json(out / "scores.json", {"scores": scores, "sentences": result["sentences"]})
     entry = {"step": step, **{k: scores[k] for k in ("composite", "wer", "distillmos", "similarity")}}
