@@ -60,4 +60,8 @@ if [ ! -x "$VENV/bin/voicemill" ] || ! "$VENV/bin/python" -c "import voicemill.s
     exit 1
   fi
 fi
+# DVC's plot page with the Vega libraries inlined (.dvc/config names it): `dvc plots show` needs no network
+if [ ! -s .dvc/offline_plots.html ] || [ requirements.txt -nt .dvc/offline_plots.html ]; then
+  "$VENV/bin/python" -m voicemill.plots template >/dev/null
+fi
 echo "setup: ready ($VENV, $("$VENV/bin/python" --version), ffmpeg $(ffmpeg -version | head -1 | cut -d' ' -f3))"

@@ -10,6 +10,8 @@ Writes: <metrics> (metrics/eval.json): see voicemill/evaluate.py for every key;
         for `dvc plots`
         <report>/<clip_id>.wav: the synthesized audio
         <html> (reports/eval.html): a self-contained listening report
+        <plots> (reports/plots): the training curves (<live>, metrics/train)
+        and the per-utterance scores as SVG and PNG (voicemill/plots.py)
 Params: common.language, common.seed, evaluate.*
 Usage:  python -m stages.evaluate [--voice models/tts] [--dataset data/dataset]
             [--metrics metrics/eval.json] [--scores metrics/eval_scores.csv]
@@ -45,11 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scores", default="metrics/eval_scores.csv", help="per-utterance scores (default: %(default)s)")
     p.add_argument("--report", default="reports/eval", help="synthesized audio (default: %(default)s)")
     p.add_argument("--html", default="reports/eval.html", help="listening report (default: %(default)s)")
+    p.add_argument("--plots", default="reports/plots", help="SVG and PNG curves of the training and of these "
+                   "scores (default: %(default)s; '' = none)")
+    p.add_argument("--live", default="metrics/train", help="the train stage's DVCLive folder, whose curves are "
+                   "drawn (default: %(default)s)")
     args = p.parse_args(argv)
     cli.setup_logging(args.debug)
 
     def body():
-        cli.sweep("evaluate", args.metrics, args.scores, args.report, args.html)
+        cli.sweep("evaluate", args.metrics, args.scores, args.report, args.html, args.plots)
         from voicemill import evaluate, report
 
         common, opts = params.load(Path(args.params), "evaluate")
@@ -77,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         write_json(Path(args.metrics), metrics)
         with atomic_path(Path(args.html)) as tmp:
             tmp.write_text(report.render(metrics, rows, synth, real, f"voicemill evaluation: {source}"))
+        if args.plots:
+            from voicemill.plots import curve_specs, render_curves
+
+            live = Path(args.live) if args.live and Path(args.live).is_dir() else None
+            render_curves(curve_specs(live, Path(args.scores)), Path(args.plots))
         i, q, s = metrics["intelligibility"], metrics["quality"], metrics["speaker"]
         _LOGGER.info("evaluate: %d utterance(s) in %.0f s: WER %.2f (real %.2f), DNSMOS %.2f (real %.2f), "
                      "Distill-MOS %.2f (real %.2f), speaker similarity %.2f (real %.2f), %d invalid -> %s, %s",
