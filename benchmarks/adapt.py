@@ -237,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     while loop.step < loop.total:
         log = loop.run_step()
         step_seconds.append(log.seconds)
+        if log.step % 25 == 0:
+            _LOGGER.info("step %d (%s): %.1f s/step, %s", log.step, log.phase, float(np.mean(step_seconds[-25:])),
+                         ", ".join(f"{k[5:]} {v:.2f}" for k, v in log.losses.items()
+                                   if k in ("loss_mel", "loss_kl", "loss_gen", "loss_align", "loss_disc")))
         index, k = loop.locate(loop.step)
         phase_ended = k == 0 and index > 0 and loop.phases[index - 1].name in ("align", "warmup")
         # Align and warm-up leave the voice as it was: copy-synthesis scored once each, at their end.
