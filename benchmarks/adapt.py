@@ -164,7 +164,7 @@ def _override(opts, pairs: list[str]):
         if not hasattr(opts, key):
             raise SystemExit(f"--set {pair}: no train option {key!r}")
         current = getattr(opts, key)
-        if isinstance(current, tuple):
+        if isinstance(current, (tuple, list)):  # a list param: comma-separated items
             changes[key] = tuple(v for v in value.split(",") if v)
         elif isinstance(current, bool):
             changes[key] = value.lower() in ("1", "true", "yes")
@@ -181,7 +181,7 @@ def verdict(best: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from voicemill.fsutil import write_json
     from voicemill.tts.phonemes import dataset_ids
-    from voicemill.tts.training import Loop, TrainOptions, load_clips, plan, resolve_start
+    from voicemill.tts.training import Loop, TrainOptions, check_options, load_clips, plan, resolve_start
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default="kokoro:jf_alpha", help="guest, kokoro:VOICE or a dataset folder")
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     dataset = target_dataset(args.target, Path(args.cache))
     opts = _override(TrainOptions(init_from="joe", num_threads=args.threads), args.set)
+    check_options(opts)  # an unknown part or a value out of range is named before any work
     start = resolve_start(opts)
     model = start.model
     data = take_minutes(load_clips(dataset, "metadata_train.csv", dataset_ids(dataset, start.front),
