@@ -12,6 +12,8 @@ Writes: <metrics> (metrics/eval.json): see voicemill/evaluate.py for every key;
         <html> (reports/eval.html): a self-contained listening report
         <plots> (reports/plots): the training curves (<live>, metrics/train)
         and the per-utterance scores as SVG and PNG (voicemill/plots.py)
+        <training-html> (reports/training.html): each listening evaluation
+        of the training (<checkpoints>/eval/step-*): curves, audio, scores
 Params: common.language, common.seed, evaluate.*
 Usage:  python -m stages.evaluate [--voice models/tts] [--dataset data/dataset]
             [--metrics metrics/eval.json] [--scores metrics/eval_scores.csv]
@@ -47,15 +49,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scores", default="metrics/eval_scores.csv", help="per-utterance scores (default: %(default)s)")
     p.add_argument("--report", default="reports/eval", help="synthesized audio (default: %(default)s)")
     p.add_argument("--html", default="reports/eval.html", help="listening report (default: %(default)s)")
-    p.add_argument("--plots", default="reports/plots", help="SVG and PNG curves of the training and of these "
-                   "scores (default: %(default)s; '' = none)")
+    p.add_argument("--plots", help="SVG and PNG curves of the training and of these scores (default: plots/ "
+                   "beside --html, reports/plots; '' = none)")
+    p.add_argument("--training-html", help="a page of what each listening evaluation of the training heard "
+                   "(default: training.html beside --html, reports/training.html; '' = none)")
+    p.add_argument("--checkpoints", default="models/checkpoints", help="the train stage's checkpoints, whose "
+                   "eval/step-* folders the training page links (default: %(default)s)")
     p.add_argument("--live", default="metrics/train", help="the train stage's DVCLive folder, whose curves are "
                    "drawn (default: %(default)s)")
     args = p.parse_args(argv)
     cli.setup_logging(args.debug)
+    beside = Path(args.html).parent
+    args.plots = str(beside / "plots") if args.plots is None else args.plots
+    args.training_html = str(beside / "training.html") if args.training_html is None else args.training_html
 
     def body():
-        cli.sweep("evaluate", args.metrics, args.scores, args.report, args.html, args.plots)
+        cli.sweep("evaluate", args.metrics, args.scores, args.report, args.html, args.plots, args.training_html)
         from voicemill import evaluate, report
 
         common, opts = params.load(Path(args.params), "evaluate")
@@ -88,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
 
             live = Path(args.live) if args.live and Path(args.live).is_dir() else None
             render_curves(curve_specs(live, Path(args.scores)), Path(args.plots))
+        if args.training_html:
+            evals = report.read_evaluations(Path(args.checkpoints) / "eval")
+            with atomic_path(Path(args.training_html)) as tmp:
+                tmp.write_text(report.render_training(evals, Path(args.training_html)))
         i, q, s = metrics["intelligibility"], metrics["quality"], metrics["speaker"]
         _LOGGER.info("evaluate: %d utterance(s) in %.0f s: WER %.2f (real %.2f), DNSMOS %.2f (real %.2f), "
                      "Distill-MOS %.2f (real %.2f), speaker similarity %.2f (real %.2f), %d invalid -> %s, %s",

@@ -93,3 +93,52 @@ def test_static_curves_are_svg_and_png_of_the_metrics(tmp_path):
     (live / "eval" / "composite.tsv").unlink()
     plots.render_curves(plots.curve_specs(tmp_path / "live", scores), tmp_path / "out")
     assert not (tmp_path / "out" / "eval_composite.svg").exists()
+
+
+def test_the_training_page_plays_each_evaluation_and_shows_its_scores(tmp_path, piper_voice):
+    """Two evaluations as the train stage keeps them (audio + scores.json): the page's players load their audio
+    in Chromium and the scores it shows are the files'."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+    from playwright.sync_api import sync_playwright
+
+    from voicemill import report
+
+    root = tmp_path / "checkpoints" / "eval"
+    texts = {"clip-a": "The kettle is on.", "clip-b": "The bread is nearly done."}
+    for step, composite in ((10, 0.81), (20, 0.86)):
+        d = root / f"step-{step:06d}"
+        d.mkdir(parents=True)
+        sentences = []
+        for cid, text in texts.items():
+            audio = np.concatenate([c.audio_float_array for c in piper_voice.synthesize(text)])
+            sf.write(d / f"{cid}.wav", audio, 22050, subtype="PCM_16")
+            sentences.append({"clip_id": cid, "heard": text, "wer": 0.0, "distillmos": 4.0 + step / 100,
+                              "similarity": 0.9})
+        (d / "scores.json").write_text(json.dumps({"scores": {"wer": 0.01, "distillmos": 4.1 + step / 100,
+                                                              "similarity": 0.93, "composite": composite},
+                                                   "sentences": sentences}))
+    page_path = tmp_path / "reports" / "training.html"
+    page_path.parent.mkdir()
+    page_path.write_text(report.render_training(report.read_evaluations(root), page_path))
+    chromium = shutil.which("chromium")
+    assert chromium, "Chromium is needed for this test: scripts/setup.sh --test installs it"
+    limit_ms = patient(20, 60) * 1000
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, timeout=limit_ms, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync", "--disable-background-networking"])
+        page = browser.new_page()
+        page.set_default_timeout(limit_ms)
+        page.goto(page_path.as_uri())
+        page.wait_for_function("Array.from(document.querySelectorAll('audio')).every(a => a.readyState >= 1)")
+        durations = page.evaluate("Array.from(document.querySelectorAll('audio')).map(a => a.duration)")
+        shown = page.evaluate("""() => Array.from(document.querySelectorAll('#evaluations tr[data-step]')).map(r =>
+            ({step: +r.dataset.step, composite: +r.querySelector('td[data-key=composite]').textContent,
+              best: r.className === 'best'}))""")
+        marks = page.evaluate("document.querySelectorAll('svg g[class*=\"mark-\"] path').length")
+        browser.close()
+    assert len(durations) == 4 and all(d > 0.5 for d in durations), durations
+    assert shown == [{"step": 10, "composite": 0.81, "best": False}, {"step": 20, "composite": 0.86, "best": True}]
+    assert marks > 0

@@ -128,7 +128,8 @@ def test_train_evaluate_export(chain, measure):
     assert live["steps"] == 3  # train.max_steps ends training before the 5 epochs
     assert evaluate.main(p + ["--voice", str(root / "tts"), "--dataset", str(root / "dataset"), "--metrics",
                               str(root / "eval.json"), "--scores", str(root / "scores.csv"), "--report",
-                              str(root / "report"), "--html", str(root / "report.html")]) == 0
+                              str(root / "report"), "--html", str(root / "report.html"), "--live",
+                              str(root / "live"), "--checkpoints", str(root / "checkpoints")]) == 0
     metrics = json.loads((root / "eval.json").read_text())
     assert metrics["n_utterances"] >= 1
     for group, key in (("intelligibility", "wer"), ("intelligibility", "wer_gt"), ("intelligibility", "cer"),
@@ -140,6 +141,12 @@ def test_train_evaluate_export(chain, measure):
         assert {"value", "noise_floor", "vectors_synth", "vectors_real"} <= set(metrics["fad"][backend])
     assert metrics["clap"] == {"available": 0}
     assert (root / "report.html").exists()
+    # beside the report: the training page (this run listened once, at its last step) and the curves as pictures
+    training_page = (root / "training.html").read_text()
+    assert "<th>step 3</th>" in training_page and "../checkpoints/eval/step-000003/" not in training_page
+    assert "checkpoints/eval/step-000003/" in training_page
+    assert {"train_loss_mel.svg", "train_loss_mel.png", "eval_wer_per_utterance.svg"} <= {
+        f.name for f in (root / "plots").iterdir()}
     assert measure("wer_gt", metrics["intelligibility"]["wer_gt"]) <= 0.25  # the real recordings are understood
     assert measure("dnsmos_ovrl_gt", metrics["quality"]["dnsmos_ovrl_gt"]) > 2.5
     assert measure("similarity_gt", metrics["speaker"]["similarity_gt"]) > measure("similarity",

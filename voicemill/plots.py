@@ -122,6 +122,21 @@ def curve_specs(live_dir: Path | None, scores_csv: Path | None = None) -> dict[s
     return specs
 
 
+def listening_svg(evals: list[dict]) -> str:
+    """The listening evaluations of a run (``voicemill.report.read_evaluations``) as one inline SVG: composite,
+    WER, Distill-MOS and similarity per step, each in its own panel."""
+    values = [{"step": e["step"], "measure": k, "value": float(e["scores"][k])}
+              for e in evals for k in ("composite", "wer", "distillmos", "similarity")]
+    spec = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "data": {"values": values},
+            "facet": {"field": "measure", "type": "nominal", "title": None}, "columns": 4,
+            "spec": {"width": 200, "height": 140, "mark": {"type": "line", "point": True},
+                     "encoding": {"x": {"field": "step", "type": "quantitative"},
+                                  "y": {"field": "value", "type": "quantitative", "scale": {"zero": False},
+                                        "title": None}}},
+            "resolve": {"scale": {"y": "independent"}}}
+    return _vl_convert().vegalite_to_svg(spec)
+
+
 def render_curves(specs: dict[str, dict], out_dir: Path) -> list[Path]:
     """Each spec as ``<name>.svg`` and ``<name>.png`` in ``out_dir`` (files of specs no longer given removed)."""
     vlc = _vl_convert()

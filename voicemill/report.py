@@ -1,8 +1,15 @@
-"""A self-contained HTML listening report for an evaluation.
+"""HTML listening pages: the evaluation's report, and the training run's evaluations.
 
-One file, no external resources: audio players carry their WAV as a data URI
-and spectrograms are embedded PNGs, so the page can be mailed, attached to a
-review, or opened from a DVC cache as it is.
+:func:`render` (``reports/eval.html``) is one self-contained file: audio
+players carry their WAV as a data URI and spectrograms are embedded PNGs, so
+the page can be mailed, attached to a review, or opened from a DVC cache as
+it is.
+
+:func:`render_training` (``reports/training.html``) shows what each listening
+evaluation of a training run heard (``models/checkpoints/eval/step-*``): the
+curves, and per sentence each evaluation's audio, linked where the run wrote
+it (a long run keeps dozens of evaluations: embedded, they would weigh
+hundreds of MB).
 """
 
 from __future__ import annotations
@@ -10,6 +17,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
+import os
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -113,4 +123,66 @@ def render(metrics: dict, rows: list[dict], synth: dict, real: dict, title: str)
                    f"<img alt='spectrograms of {html.escape(cid)}' src='{_spectrogram_uri(synth[cid], real[cid])}'>"
                    "</div>")
     out.append("</body></html>")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------ the training page
+
+TRAINING_KEYS = (("composite", "listening composite"), ("wer", "WER"), ("distillmos", "Distill-MOS"),
+                 ("similarity", "similarity"))
+
+
+def read_evaluations(eval_root: Path) -> list[dict]:
+    """The listening evaluations a training run kept (``<checkpoints>/eval/step-*/scores.json``), by step."""
+    evals = []
+    for d in sorted(Path(eval_root).glob("step-*")) if Path(eval_root).is_dir() else []:
+        scores = d / "scores.json"
+        if scores.is_file():
+            data = json.loads(scores.read_text(encoding="utf-8"))
+            evals.append({"step": int(d.name.split("-")[1]), "dir": d, **data})
+    return evals
+
+
+def render_training(evals: list[dict], html_path: Path, title: str = "voicemill training: what each evaluation "
+                    "heard") -> str:
+    """A page of a run's listening evaluations: the curves, then per sentence each evaluation's audio (linked
+    from where the run wrote it, relative to ``html_path``) with its scores, so the voice is heard changing."""
+    from voicemill.plots import listening_svg
+
+    best = max(evals, key=lambda e: e["scores"]["composite"]) if evals else None
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+           f"<style>{STYLE} audio{{width:14rem}} td.best{{background:#eef8ee}}</style></head><body>",
+           f"<h1>{html.escape(title)}</h1>"]
+    if not evals:
+        out.append("<p>No listening evaluation was kept (train.eval_every 0, or the run has not reached one).</p>"
+                   "</body></html>")
+        return "\n".join(out)
+    out.append(f"<p class='note'>{len(evals)} evaluation(s), each speaking the same {len(evals[0]['sentences'])} "
+               f"validation sentences. The train stage exported step {best['step']}, the best listening composite "
+               f"({_fmt(best['scores']['composite'])}).</p>")
+    out.append(listening_svg(evals))
+    out.append("<table id='evaluations'><tr><th>step</th>" + "".join(f"<th>{label}</th>" for _, label in
+                                                                        TRAINING_KEYS) + "</tr>")
+    for e in evals:
+        cls = " class='best'" if e is best else ""
+        out.append(f"<tr{cls} data-step='{e['step']}'><td>{e['step']}</td>" + "".join(
+            f"<td data-key='{k}'>{_fmt(e['scores'][k])}</td>" for k, _ in TRAINING_KEYS) + "</tr>")
+    out.append("</table><table id='sentences'><tr><th>sentence</th>" +
+               "".join(f"<th>step {e['step']}</th>" for e in evals) + "</tr>")
+    for i, first in enumerate(evals[0]["sentences"]):
+        cid = first["clip_id"]
+        out.append(f"<tr><td>{html.escape(cid)}</td>")
+        for e in evals:
+            s = next((s for s in e["sentences"] if s["clip_id"] == cid), None)
+            wav = e["dir"] / f"{cid}.wav"
+            if s is None or not wav.is_file():
+                out.append("<td class='note'>not kept</td>")
+                continue
+            src = os.path.relpath(wav, Path(html_path).parent)
+            out.append(f"<td><audio controls preload='metadata' src='{html.escape(src)}'></audio><br>"
+                       f"<span class='note'>heard as: {html.escape(s.get('heard', ''))}</span><br>WER "
+                       f"{_fmt(s.get('wer'))}, Distill-MOS {_fmt(s.get('distillmos'))}, similarity "
+                       f"{_fmt(s.get('similarity'))}</td>")
+        out.append("</tr>")
+    out.append("</table></body></html>")
     return "\n".join(out)
