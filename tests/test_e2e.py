@@ -129,6 +129,10 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
     assert (repo / "models" / "voice.onnx").exists()
     assert (repo / "models" / "voice.onnx.json").exists()
     assert (repo / "reports" / "eval.html").exists()
+    # The training run's listening evaluations, on a page that links their audio, and the curves as pictures.
+    training_page = (repo / "reports" / "training.html").read_text()
+    assert "../models/checkpoints/eval/step-000340/" in training_page, training_page[:2000]
+    assert {"train_loss_mel.svg", "eval_composite.png"} <= {p.name for p in (repo / "reports" / "plots").iterdir()}
     # The trained voice is what `voicemill` finds in models/ and speaks with (its default export variant).
     voicemill = [str(Path(sys.executable).with_name("voicemill"))]
     listed = json.loads(subprocess.run(voicemill + ["voices", "--json"], cwd=repo, env=env, capture_output=True,
