@@ -11,8 +11,10 @@ One TCP connection is a sequence of events (``wyoming`` package):
   plain ``synthesize`` Home Assistant also sends in between, for older servers, is ignored; the reply ends
   with ``audio-stop`` and ``synthesize-stopped``.
 
-Text the voice cannot read, an unknown voice and a full queue answer an ``error`` event with the
-same message as the HTTP API. Work is admitted by the same :class:`~voicemill.serve.limits.Admission`
+Emoji and other symbols with no reading are skipped (or read, or refused: ``--symbols``) as over
+HTTP, and logged: Wyoming has no field to report them in. Text the voice cannot read, an unknown voice and
+a full queue answer an ``error`` event with the same message as the HTTP API. Wyoming has no
+authentication: the server's key guards HTTP only, so keep the Wyoming port on a trusted network. Work is admitted by the same :class:`~voicemill.serve.limits.Admission`
 as HTTP when both run in one ``voicemill serve``.
 """
 
