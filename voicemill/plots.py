@@ -122,11 +122,10 @@ def curve_specs(live_dir: Path | None, scores_csv: Path | None = None) -> dict[s
     return specs
 
 
-def listening_svg(evals: list[dict]) -> str:
-    """The listening evaluations of a run (``voicemill.report.read_evaluations``) as one inline SVG: composite,
-    WER, Distill-MOS and similarity per step, each in its own panel."""
-    values = [{"step": e["step"], "measure": k, "value": float(e["scores"][k])}
-              for e in evals for k in ("composite", "wer", "distillmos", "similarity")]
+def listening_svg(evals: list[dict], keys: list[str]) -> str:
+    """The listening evaluations of a run (``voicemill.report.read_evaluations``) as one inline SVG: each of
+    their scores ``keys`` per step, in its own panel."""
+    values = [{"step": e["step"], "measure": k, "value": float(e["scores"][k])} for e in evals for k in keys]
     spec = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "data": {"values": values},
             "facet": {"field": "measure", "type": "nominal", "title": None}, "columns": 4,
             "spec": {"width": 200, "height": 140, "mark": {"type": "line", "point": True},

@@ -160,7 +160,7 @@ def render_training(evals: list[dict], html_path: Path, title: str = "voicemill 
     out.append(f"<p class='note'>{len(evals)} evaluation(s), each speaking the same {len(evals[0]['sentences'])} "
                f"validation sentences. The train stage exported step {best['step']}, the best listening composite "
                f"({_fmt(best['scores']['composite'])}).</p>")
-    out.append(listening_svg(evals))
+    out.append(listening_svg(evals, [k for k, _ in TRAINING_KEYS]))
     out.append("<table id='evaluations'><tr><th>step</th>" + "".join(f"<th>{label}</th>" for _, label in
                                                                         TRAINING_KEYS) + "</tr>")
     for e in evals:
@@ -169,7 +169,7 @@ def render_training(evals: list[dict], html_path: Path, title: str = "voicemill 
             f"<td data-key='{k}'>{_fmt(e['scores'][k])}</td>" for k, _ in TRAINING_KEYS) + "</tr>")
     out.append("</table><table id='sentences'><tr><th>sentence</th>" +
                "".join(f"<th>step {e['step']}</th>" for e in evals) + "</tr>")
-    for i, first in enumerate(evals[0]["sentences"]):
+    for first in evals[0]["sentences"]:
         cid = first["clip_id"]
         out.append(f"<tr><td>{html.escape(cid)}</td>")
         for e in evals:

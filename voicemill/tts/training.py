@@ -325,6 +325,8 @@ class Loop:
         # Which parameters each side steps: fixed for the phase, so found once here, not at every step.
         self._disc_params = [p for p in self.model.disc.parameters() if p.requires_grad]
         self._gen_params = [p for n, p in self.model.named_parameters() if p.requires_grad and part_of(n) != "disc"]
+        self._ema_params = [(n, p) for n, p in self.model.named_parameters()
+                            if p.requires_grad and part_of(n) in GENERATOR_PARTS]
         if self.group.main:
             _LOGGER.info("phase %s: %d step(s), %s learn (%.2f M parameters)", phase.name, phase.steps,
                          ", ".join(f"{p} at {lr:g}" for p, lr in phase.lrs.items()), learning / 1e6)
@@ -338,9 +340,8 @@ class Loop:
         self._ema_steps += 1
         decay = min(self.ema_decay, (1 + self._ema_steps) / (10 + self._ema_steps))
         with torch.no_grad():
-            for n, p in self.model.named_parameters():
-                if p.requires_grad and n in self.ema:
-                    self.ema[n].lerp_(p.detach(), 1.0 - decay)
+            for n, p in self._ema_params:  # the generator parameters this phase trains (found in _enter)
+                self.ema[n].lerp_(p.detach(), 1.0 - decay)
 
     @contextlib.contextmanager
     def averaged(self):
