@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     deadline = t_start + args.minutes * 60
     phases = plan(opts, start.kind, args.max_steps)
-    loop = Loop(model, data, phases, opts.batch_size, opts.seed, grad_clip=opts.grad_clip, ema_decay=opts.ema_decay)
+    loop = Loop(model, data, phases, opts.batch_size, opts.seed, grad_clip=opts.grad_clip, ema_decay=opts.ema_decay,
+                prior_mel_weight=opts.prior_mel_weight)
     curve = [{"step": 0, "phase": "joe", "seconds": 0.0, **score(model, copy=False)}]
     report = {"args": vars(args), "options": dataclasses.asdict(opts), "train_clips": len(data),
               "train_minutes": seconds / 60, "phases": [f"{p.name} {p.steps}" for p in loop.phases],

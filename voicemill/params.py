@@ -219,6 +219,9 @@ class TrainParams:
     ema_decay: float = opt(0.0, "keep an exponential moving average of the generator's weights from the first "
                            "adapt step, with this decay per step, and listen to and export the average; 0 = off",
                            ge=0, lt=1)
+    prior_mel_weight: float = opt(0.0, "weight of a second mel loss on the voice as it speaks (text prior -> reverse "
+                                  "flow -> decoder, laid on the recording by the training alignment) beside "
+                                  "the posterior's; it trains what listening hears; 0 = off", ge=0, le=10)
     lr_scales: float = opt(1e-3, "learning rate of the <part>_scales in adapt_parts (a few thousand gains and "
                            "biases: they take a larger rate than whole parts)", gt=0, le=1)
     adversarial_ramp_steps: int = opt(50, "after the warm-up, the adversarial loss ramps in over these steps",

@@ -15,7 +15,7 @@ step with that cost optional:
   segment and the real one (least squares, as coqui's);
 - :func:`generator_losses`: mel, KL and duration always; the adversarial and
   feature-matching terms only when ``adversarial``, else the discriminator
-  is not called at all.
+  is not called at all; with ``prior_weight``, :func:`prior_mel_loss` too.
 
 The losses are coqui's criteria (``model.get_criterion()``), fed as coqui
 feeds them; draws of randomness are the same, so a step here equals coqui's
@@ -50,8 +50,44 @@ def _mel(model, wav: torch.Tensor) -> torch.Tensor:
                       center=False)
 
 
-def generator_losses(model, batch: dict, criterion, out: dict, adversarial: bool) -> dict:
-    """The generator's losses; the discriminator (frozen or not, the caller decides) runs only if ``adversarial``."""
+PRIOR_NOISE_SCALE = 0.667  # Piper's inference noise_scale: the prior is sampled as the voice speaks
+
+
+def prior_mel_loss(model, batch: dict, out: dict, mel: torch.Tensor) -> torch.Tensor:
+    """L1 between the mel of the voice speaking the batch's text and the recording's, on the step's segment.
+
+    VITS trains its decoder on the posterior's latent of the recording, and the
+    flow only through the KL term; the voice speaks through the other path,
+    the text's prior sampled and run backwards through the flow. On a voice's
+    own recordings the two meet; fine-tuning toward another speaker, the
+    posterior's latents of the new voice lie where the imported decoder never
+    read, and what the decoder learns there need not be what the prior path
+    feeds it. This loss trains the path the listener hears: the prior, laid
+    on the recording by the step's alignment (``m_p``, ``logs_p`` as
+    ``forward`` expanded them), sampled at the inference noise scale (the
+    noise's spread detached: the loss should not learn to shrink it), the
+    flow reversed, and the decoder on the same segment as the posterior's.
+    """
+    from TTS.tts.utils.helpers import segment, sequence_mask
+
+    g = model._get_speaker_conditioning({"d_vectors": batch["d_vectors"], "speaker_ids": batch["speaker_ids"]},
+                                        "emb_g", normalize_embedding=False)
+    m_p, logs_p = out["m_p"], out["logs_p"]
+    y_mask = sequence_mask(batch["spec_lens"], m_p.size(2)).unsqueeze(1).to(m_p.dtype)
+    z_p = m_p + torch.randn_like(m_p) * torch.exp(logs_p).detach() * PRIOR_NOISE_SCALE
+    z = model.flow(z_p * y_mask, y_mask, g=g, reverse=True)
+    z_slice = segment(z, out["slice_ids"], model.spec_segment_size, pad_short=True)
+    wav = model.waveform_decoder(z_slice, g=g)
+    with torch.autocast(wav.device.type, enabled=False):
+        return torch.nn.functional.l1_loss(_mel(model, wav), mel)
+
+
+def generator_losses(model, batch: dict, criterion, out: dict, adversarial: bool, prior_weight: float = 0.0) -> dict:
+    """The generator's losses; the discriminator (frozen or not, the caller decides) runs only if ``adversarial``.
+
+    ``prior_weight`` > 0 adds :func:`prior_mel_loss` at that share of the mel
+    loss's weight (``loss_prior_mel``, already weighted, is in the result).
+    """
     from TTS.tts.utils.helpers import segment
 
     if model.args.encoder_sample_rate:
@@ -62,10 +98,15 @@ def generator_losses(model, batch: dict, criterion, out: dict, adversarial: bool
         scores_fake, feats_fake, feats_real = [], [], []  # coqui's feature and generator losses are 0 over none
     with torch.autocast(out["model_outputs"].device.type, enabled=False):
         mel = segment(batch["mel"].float(), out["slice_ids"], model.spec_segment_size, pad_short=True)
-        return criterion(mel_slice=_mel(model, out["model_outputs"]), mel_slice_hat=mel,
+        losses = criterion(mel_slice=_mel(model, out["model_outputs"]), mel_slice_hat=mel,
                          z_p=out["z_p"].float(), logs_q=out["logs_q"].float(), m_p=out["m_p"].float(),
                          logs_p=out["logs_p"].float(), z_len=batch["spec_lens"], scores_disc_fake=scores_fake,
                          feats_disc_fake=feats_fake, feats_disc_real=feats_real,
                          loss_duration=out["loss_duration"],
                          use_speaker_encoder_as_loss=model.args.use_speaker_encoder_as_loss,
                          gt_spk_emb=out["gt_spk_emb"], syn_spk_emb=out["syn_spk_emb"])
+    if prior_weight:
+        prior = prior_mel_loss(model, batch, out, mel) * criterion.mel_loss_alpha * prior_weight
+        losses["loss_prior_mel"] = prior
+        losses["loss"] = losses["loss"] + prior
+    return losses

@@ -271,7 +271,7 @@ class Loop:
 
     def __init__(self, model, data: ClipData, phases: list[Phase], batch_size: int, seed: int, group=None,
                  grad_clip: float = 1000.0, grad_accumulation: int = 1, autocast_dtype=None,
-                 lr_warmup_steps: int = 20, ema_decay: float = 0.0):
+                 lr_warmup_steps: int = 20, ema_decay: float = 0.0, prior_mel_weight: float = 0.0):
         from voicemill.tts.distributed import Devices, Group
 
         self.model, self.data, self.seed = model, data, seed
@@ -279,7 +279,7 @@ class Loop:
         self.group = group or Group(0, Devices("cpu", (0,)))
         self.grad_clip, self.accumulation = grad_clip, max(1, grad_accumulation)
         self.autocast_dtype, self.lr_warmup_steps = autocast_dtype, lr_warmup_steps
-        self.ema_decay = ema_decay
+        self.ema_decay, self.prior_mel_weight = ema_decay, prior_mel_weight
         self.ema: dict[str, torch.Tensor] | None = None
         self._ema_steps = 0
         self.batches = Batches(data, batch_size, seed)
@@ -461,7 +461,8 @@ class Loop:
                     p.requires_grad_(False)
                 try:
                     with self._autocast():
-                        loss_g = steps.generator_losses(model, batch, self.criterion_g, out, phase.adversarial)
+                        loss_g = steps.generator_losses(model, batch, self.criterion_g, out, phase.adversarial,
+                                                        self.prior_mel_weight if phase.adapts else 0.0)
                     self._backward(loss_g["loss"])
                 finally:
                     for p in frozen:
@@ -524,6 +525,7 @@ class TrainOptions:
     adapt_parts: tuple[str, ...]
     lr_scales: float
     ema_decay: float
+    prior_mel_weight: float
     adversarial_ramp_steps: int
     grad_clip: float
     grad_accumulation: int
@@ -775,7 +777,8 @@ def _train(group, job: Job) -> None:
     phases = plan(opts, start.kind, total)
     loop = Loop(model, data, phases, opts.batch_size, opts.seed, group, grad_clip=opts.grad_clip,
                 grad_accumulation=opts.grad_accumulation,
-                autocast_dtype=check_precision(opts.precision, group.device), ema_decay=opts.ema_decay)
+                autocast_dtype=check_precision(opts.precision, group.device), ema_decay=opts.ema_decay,
+                prior_mel_weight=opts.prior_mel_weight)
 
     store = CheckpointStore(job.checkpoints_dir, opts.keep_checkpoints)
     identity = run_identity(dataclasses.asdict(opts), dataset_fingerprint(job.dataset_dir))
