@@ -268,3 +268,34 @@ def test_scales_parts_and_the_generator_average(dataset):
     again = Loop(model, data, phases, 2, 1, lr_warmup_steps=0, ema_decay=0.9)
     again.load_state_dict(loop.state_dict())
     assert again._ema_steps == 3 and all(torch.equal(again.ema[k], loop.ema[k]) for k in loop.ema)
+
+
+def test_the_prior_path_mel_loss_trains_what_the_voice_speaks_through(dataset):
+    """``prior_mel_weight``: a mel loss through text prior -> reverse flow -> decoder, added to the generator's
+    loss. Its gradient reaches the text encoder, the flow and the decoder, and not the posterior encoder (the
+    posterior's own mel loss reaches the posterior and the decoder, and never the flow or the text encoder)."""
+    from voicemill.tts import steps
+    from voicemill.tts.phonemes import dataset_ids
+    from voicemill.tts.training import Batches, collate, load_clips, resolve_start
+
+    torch.manual_seed(0)
+    start = resolve_start(_tiny())
+    model = start.model
+    data = load_clips(dataset, "metadata_train.csv", dataset_ids(dataset, start.front), 22050)
+    batch = model.format_batch_on_device(model.format_batch(collate(data, Batches(data, 2, 1).next())))
+    criterion = model.get_criterion()[1]
+    out = steps.generate(model, batch)
+    plain = steps.generator_losses(model, batch, criterion, out, adversarial=False)
+    torch.manual_seed(1)
+    both = steps.generator_losses(model, batch, criterion, out, adversarial=False, prior_weight=0.5)
+    prior = both["loss_prior_mel"]
+    assert "loss_prior_mel" not in plain and torch.isfinite(prior) and prior > 0
+    assert torch.allclose(both["loss"], plain["loss"] + prior, rtol=1e-5)
+    model.zero_grad()
+    prior.backward(retain_graph=True)
+    reached = {part_of(n) for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert {"text_encoder", "flow", "decoder"} <= reached and "posterior" not in reached
+    model.zero_grad()
+    plain["loss_mel"].backward()
+    reached = {part_of(n) for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert {"posterior", "decoder"} <= reached and not {"flow", "text_encoder"} & reached
