@@ -14,6 +14,10 @@ Writes: <metrics> (metrics/eval.json): see voicemill/evaluate.py for every key;
         and the per-utterance scores as SVG and PNG (voicemill/plots.py)
         <training-html> (reports/training.html): each listening evaluation
         of the training (<checkpoints>/eval/step-*): curves, audio, scores
+        <cloning-html> (reports/cloning.html): per sentence the target's
+        recording, the voice, the voice it was trained from and the
+        recording's reconstruction, each scored; how far the voice moved
+        (voicemill/cloning.py; "cloning" in <metrics>)
 Params: common.language, common.seed, evaluate.*
 Usage:  python -m stages.evaluate [--voice models/tts] [--dataset data/dataset]
             [--metrics metrics/eval.json] [--scores metrics/eval_scores.csv]
@@ -53,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                    "beside --html, reports/plots; '' = none)")
     p.add_argument("--training-html", help="a page of what each listening evaluation of the training heard "
                    "(default: training.html beside --html, reports/training.html; '' = none)")
+    p.add_argument("--cloning-html", help="a page of the target's recordings, the voice, the voice it was trained "
+                   "from and the reconstruction, side by side (default: cloning.html beside --html; '' = none; "
+                   "not with --synth-dir)")
     p.add_argument("--checkpoints", default="models/checkpoints", help="the train stage's checkpoints, whose "
                    "eval/step-* folders the training page links (default: %(default)s)")
     p.add_argument("--live", default="metrics/train", help="the train stage's DVCLive folder, whose curves are "
@@ -62,9 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     beside = Path(args.html).parent
     args.plots = str(beside / "plots") if args.plots is None else args.plots
     args.training_html = str(beside / "training.html") if args.training_html is None else args.training_html
+    if args.cloning_html is None:
+        args.cloning_html = "" if args.synth_dir else str(beside / "cloning.html")
+    elif args.cloning_html and args.synth_dir:
+        p.error("--cloning-html needs a trained voice (--voice), not --synth-dir")
 
     def body():
-        cli.sweep("evaluate", args.metrics, args.scores, args.report, args.html, args.plots, args.training_html)
+        cli.sweep("evaluate", args.metrics, args.scores, args.report, args.html, args.plots, args.training_html,
+                  args.cloning_html)
         from voicemill import evaluate, report
 
         common, opts = params.load(Path(args.params), "evaluate")
@@ -83,15 +95,26 @@ def main(argv: list[str] | None = None) -> int:
             out.mkdir(parents=True)
             synth, rtf = evaluate.synthesize_set(Path(args.voice), sentences, out, eval_opts)
             source = args.voice
-        metrics, rows = evaluate.score_sets(sentences, synth, real, eval_opts)
+        judges = evaluate.Judges.load(eval_opts.asr_model, eval_opts.num_threads, eval_opts.language)
+        metrics, rows = evaluate.score_sets(sentences, synth, real, eval_opts, judges)
         if rtf is not None:
             metrics["speed"] = {"rtf_torch": rtf, "threads": opts.num_threads}
+        cloning_page = None
+        if args.cloning_html:
+            from voicemill import cloning
+
+            metrics["cloning"], cloning_rows, cloning_clips = cloning.compare(
+                sentences, real, synth, rows, Path(args.voice), judges, Path(args.report), opts.num_threads)
+            cloning_page = report.render_cloning(without_nan(metrics["cloning"]), cloning_rows, cloning_clips)
         metrics = without_nan(metrics)  # the report shows what the metrics file holds
         with atomic_path(Path(args.scores)) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
         write_json(Path(args.metrics), metrics)
         with atomic_path(Path(args.html)) as tmp:
             tmp.write_text(report.render(metrics, rows, synth, real, f"voicemill evaluation: {source}"))
+        if cloning_page is not None:
+            with atomic_path(Path(args.cloning_html)) as tmp:
+                tmp.write_text(cloning_page)
         if args.plots:
             from voicemill.plots import curve_specs, render_curves
 

@@ -147,6 +147,15 @@ def test_train_evaluate_export(chain, measure):
     assert "checkpoints/eval/step-000003/" in training_page
     assert {"train_loss_mel.svg", "train_loss_mel.png", "eval_wer_per_utterance.svg"} <= {
         f.name for f in (root / "plots").iterdir()}
+    # and the cloning page: from scratch there is no base voice to compare with; the reconstruction of each
+    # recording is there, scored against it (e2e: the demo's, from joe)
+    cloning = metrics["cloning"]
+    assert cloning["base"] == "none" and cloning["n_utterances"] == metrics["n_utterances"]
+    assert cloning["moved"] is None and 0 <= cloning["reconstruction_stoi"] <= 1
+    cloning_page = (root / "cloning.html").read_text()
+    assert "trained from scratch" in cloning_page
+    assert cloning_page.count("<td data-side='reconstruction'><audio") == metrics["n_utterances"]
+    assert len(list((root / "report" / "reconstruction").glob("*.wav"))) == metrics["n_utterances"]
     assert measure("wer_gt", metrics["intelligibility"]["wer_gt"]) <= 0.25  # the real recordings are understood
     assert measure("dnsmos_ovrl_gt", metrics["quality"]["dnsmos_ovrl_gt"]) > 2.5
     assert measure("similarity_gt", metrics["speaker"]["similarity_gt"]) > measure("similarity",

@@ -54,6 +54,29 @@ class EvalOptions:
     seed: int
 
 
+@dataclass
+class Judges:
+    """The scoring models, loaded once and shared by the evaluation and the comparison."""
+
+    recognizer: object
+    speakers: scoring.SpeakerEncoder
+    distill: scoring.DistillMOS
+    language: str
+
+    @classmethod
+    def load(cls, asr_model: str, num_threads: int, language: str) -> "Judges":
+        return cls(asr.load_model(asr_model, device="cpu", cpu_threads=num_threads), scoring.SpeakerEncoder(),
+                   scoring.DistillMOS(), language)
+
+    def listen(self, audio: np.ndarray, rate: int, text: str) -> dict:
+        """What the ASR heard, its WER against ``text``, Distill-MOS and the speaker embedding (None if unusable)."""
+        if audio.size <= rate // 10 or not np.isfinite(audio).all():
+            return {"heard": "", "wer": 1.0, "distillmos": float("nan"), "embedding": None}
+        heard = asr.transcribe(self.recognizer, scoring.to_16k(audio, rate), self.language)["text"]
+        return {"heard": heard, "wer": min(1.0, scoring.wer(text, heard, self.language)),
+                "distillmos": self.distill(audio, rate), "embedding": self.speakers.embed(audio, rate)}
+
+
 def read_eval_sentences(dataset_dir: Path, max_utterances: int) -> list[tuple[str, str]]:
     """(clip_id, normalized text) of the first validation rows, sorted by id: a fixed set."""
     from voicemill.tts.coqui import read_metadata
@@ -109,11 +132,10 @@ def _mean(values) -> float:
 
 
 def score_sets(sentences: list[tuple[str, str]], synth: dict[str, Clip], real: dict[str, Clip],
-               opts: EvalOptions) -> tuple[dict, list[dict]]:
-    """Score the synthesized clips and the real ones for the same sentences."""
-    recognizer = asr.load_model(opts.asr_model, device="cpu", cpu_threads=opts.num_threads)
-    speakers = scoring.SpeakerEncoder()
-    distill = scoring.DistillMOS()
+               opts: EvalOptions, judges: Judges | None = None) -> tuple[dict, list[dict]]:
+    """Score the synthesized clips and the real ones for the same sentences (``judges``: models already loaded)."""
+    judges = judges or Judges.load(opts.asr_model, opts.num_threads, opts.language)
+    recognizer, speakers, distill = judges.recognizer, judges.speakers, judges.distill
     real_emb = {cid: speakers.embed(*real[cid]) for cid, _ in sentences}
 
     per_utt, counts = [], {"": [], "_gt": []}

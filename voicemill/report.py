@@ -186,3 +186,67 @@ def render_training(evals: list[dict], html_path: Path, title: str = "voicemill 
         out.append("</tr>")
     out.append("</table></body></html>")
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------ the cloning page
+
+CLONING_SIDES = (("recording", "the target's recording"), ("voice", "the voice"), ("base", "the base voice"),
+                 ("reconstruction", "reconstruction (posterior -> decoder)"))
+
+
+def render_cloning(summary: dict, rows: list[dict], clips: dict, title: str = "voicemill cloning: did the voice "
+                   "become the speaker?") -> str:
+    """The target's recordings, the voice, the base voice and the reconstruction per sentence, each with its
+    similarity to the target, WER and Distill-MOS, under a summary of how far the voice moved
+    (``voicemill.cloning``); one self-contained file, as :func:`render`."""
+    sides = [(k, label) for k, label in CLONING_SIDES if any(f"{k}_wer" in r for r in rows)]
+    base = summary.get("base", "none")
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+           f"<style>{STYLE} audio{{width:15rem}} #sentences td:first-child{{min-width:14rem}}</style></head><body>"
+           f"<h1>{html.escape(title)}</h1>"]
+    moved = summary.get("moved")
+    if base == "none":
+        verdict = "The voice was trained from scratch: there is no base voice to compare with."
+    elif isinstance(moved, float) and np.isfinite(moved):
+        verdict = (f"Starting from <b>{html.escape(base)}</b>, the voice moved {moved:.0%} of the way toward the "
+                   f"target: similarity to the target's recordings {_fmt(summary['base_similarity'])} -> "
+                   f"{_fmt(summary['voice_similarity'])}, where the recordings themselves score "
+                   f"{_fmt(summary['recording_similarity'])}; it sounds like its base at "
+                   f"{_fmt(summary['similarity_to_base'])} (cosine of the two renderings of each sentence).")
+    else:
+        verdict = (f"The base voice <b>{html.escape(base)}</b> already sounds like the target (similarity "
+                   f"{_fmt(summary['base_similarity'])}, the recordings {_fmt(summary['recording_similarity'])}): "
+                   "there was no way to move.")
+    out.append(f"<p id='verdict'>{verdict}</p>")
+    out.append("<table id='summary'><tr><th></th><th>similarity to the target</th><th>WER</th><th>Distill-MOS</th>"
+               "</tr>")
+    for key, label in sides:
+        out.append(f"<tr data-side='{key}'><td>{label}</td>" + "".join(
+            f"<td>{_fmt(summary.get(f'{key}_{score}'))}</td>" for score in ("similarity", "wer", "distillmos"))
+            + "</tr>")
+    out.append("</table>")
+    if "reconstruction_pesq" in summary:
+        out.append(f"<p class='note'>The reconstruction is the target's recording through the voice's posterior "
+                   f"encoder and decoder: what the decoder can render of the target. Against the recording: PESQ "
+                   f"{_fmt(summary['reconstruction_pesq'])} (wide band, 1-4.64), STOI "
+                   f"{_fmt(summary['reconstruction_stoi'])}. Similarity is the resemblyzer cosine to the centroid "
+                   f"of the other held-out recordings.</p>")
+    out.append("<table id='sentences'><tr><th>sentence</th>" + "".join(f"<th>{label}</th>" for _, label in sides)
+               + "</tr>")
+    for row in rows:
+        cid = row["clip_id"]
+        out.append(f"<tr data-clip='{html.escape(cid)}'><td><b>{html.escape(cid)}</b><br>"
+                   f"{html.escape(row['text'])}</td>")
+        for key, _ in sides:
+            if cid not in clips.get(key, {}):
+                out.append("<td class='note'>n/a</td>")
+                continue
+            extra = (f"<br>PESQ {_fmt(row.get('reconstruction_pesq'))}, STOI {_fmt(row.get('reconstruction_stoi'))}"
+                     if key == "reconstruction" else "")
+            out.append(f"<td data-side='{key}'><audio controls preload='metadata' src='{_wav_uri(*clips[key][cid])}'>"
+                       f"</audio><br><span class='note'>heard as: {html.escape(row.get(key + '_heard', ''))}</span>"
+                       f"<br>similarity {_fmt(row.get(key + '_similarity'))}, WER {_fmt(row.get(key + '_wer'))}, "
+                       f"Distill-MOS {_fmt(row.get(key + '_distillmos'))}{extra}</td>")
+        out.append("</tr>")
+    out.append("</table></body></html>")
+    return "\n".join(out)
