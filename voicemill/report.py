@@ -222,7 +222,8 @@ def render_cloning(summary: dict, rows: list[dict], clips: dict, title: str = "v
                "</tr>")
     for key, label in sides:
         out.append(f"<tr data-side='{key}'><td>{label}</td>" + "".join(
-            f"<td>{_fmt(summary.get(f'{key}_{score}'))}</td>" for score in ("similarity", "wer", "distillmos"))
+            f"<td data-score='{score}'>{_fmt(summary.get(f'{key}_{score}'))}</td>"
+            for score in ("similarity", "wer", "distillmos"))
             + "</tr>")
     out.append("</table>")
     if "reconstruction_pesq" in summary:
