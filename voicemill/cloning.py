@@ -129,12 +129,20 @@ def compare(sentences: list[tuple[str, str]], real: dict[str, Clip], synth: dict
     embed = {cid: judges.speakers.embed(*real[cid]) for cid, _ in sentences}
     clips: dict[str, dict[str, Clip]] = {"recording": dict(real), "voice": dict(synth), "base": {},
                                          "reconstruction": {}}
-    rows = []
     for clip_id, text in tqdm(sentences, desc="cloning", unit="utt", disable=None):
-        audio, rate = real[clip_id]
-        clips["reconstruction"][clip_id] = (copy_synthesis(voice.model, audio), voice.sample_rate)
+        clips["reconstruction"][clip_id] = (copy_synthesis(voice.model, real[clip_id][0]), voice.sample_rate)
         if base is not None:
             clips["base"][clip_id] = (base.speak(text), base.rate)
+        if out_dir is not None:
+            for side in ("base", "reconstruction"):
+                if clip_id in clips[side]:
+                    write_wav(Path(out_dir) / side / f"{clip_id}.wav", *clips[side][clip_id])
+    texts = dict(sentences)
+    keys = [(side, cid) for side in ("base", "reconstruction") for cid, _ in sentences if cid in clips[side]]
+    heard = dict(zip(keys, judges.listen([clips[side][cid] for side, cid in keys], [texts[cid] for _, cid in keys])))
+    rows = []
+    for clip_id, text in sentences:
+        audio, rate = real[clip_id]
         # the target: every other held-out recording (as evaluate's ``similarity``)
         centroid = scoring.mean_embedding([e for c, e in embed.items() if c != clip_id] or [embed[clip_id]])
         s = by_id[clip_id]
@@ -145,23 +153,18 @@ def compare(sentences: list[tuple[str, str]], real: dict[str, Clip], synth: dict
                "voice_similarity": s["similarity"]}
         voice_embedding = judges.speakers.embed(*synth[clip_id]) if synth[clip_id][0].size else None
         for side in ("base", "reconstruction"):
-            if clip_id not in clips[side]:
+            if (side, clip_id) not in heard:
                 continue
-            h = judges.listen(*clips[side][clip_id], text)
+            h = heard[side, clip_id]
             row[f"{side}_heard"], row[f"{side}_wer"], row[f"{side}_distillmos"] = h["heard"], h["wer"], h["distillmos"]
             row[f"{side}_similarity"] = scoring.cosine(h["embedding"], centroid) if h["embedding"] is not None \
                 else 0.0
             if side == "base":
                 row["voice_to_base"] = scoring.cosine(voice_embedding, h["embedding"]) \
                     if voice_embedding is not None and h["embedding"] is not None else float("nan")
-        recon = clips["reconstruction"][clip_id][0]
-        measured = scoring.intrusive(audio, recon[:audio.size], rate)
+        measured = scoring.intrusive(audio, clips["reconstruction"][clip_id][0][:audio.size], rate)
         row["reconstruction_pesq"], row["reconstruction_stoi"] = measured["pesq"], measured["stoi"]
         rows.append(row)
-        if out_dir is not None:
-            for side in ("base", "reconstruction"):
-                if clip_id in clips[side]:
-                    write_wav(Path(out_dir) / side / f"{clip_id}.wav", *clips[side][clip_id])
     return summarize(rows, source), rows, clips
 
 

@@ -68,13 +68,20 @@ class Judges:
         return cls(asr.load_model(asr_model, device="cpu", cpu_threads=num_threads), scoring.SpeakerEncoder(),
                    scoring.DistillMOS(), language)
 
-    def listen(self, audio: np.ndarray, rate: int, text: str) -> dict:
-        """What the ASR heard, its WER against ``text``, Distill-MOS and the speaker embedding (None if unusable)."""
-        if audio.size <= rate // 10 or not np.isfinite(audio).all():
-            return {"heard": "", "wer": 1.0, "distillmos": float("nan"), "embedding": None}
-        heard = asr.transcribe(self.recognizer, scoring.to_16k(audio, rate), self.language)["text"]
-        return {"heard": heard, "wer": min(1.0, scoring.wer(text, heard, self.language)),
-                "distillmos": self.distill(audio, rate), "embedding": self.speakers.embed(audio, rate)}
+    def listen(self, clips: list[Clip], texts: list[str], batch_size: int = 8) -> list[dict]:
+        """What the ASR heard in each clip, its WER against the clip's text, Distill-MOS and the speaker
+        embedding (None where the clip is unusable). The clips are transcribed packed, ``batch_size`` to a
+        30 s window (``asr.transcribe_clips``): a new set of renderings, scored together."""
+        usable = [i for i, (audio, rate) in enumerate(clips) if audio.size > rate // 10 and np.isfinite(audio).all()]
+        heard = asr.transcribe_clips(self.recognizer, [scoring.to_16k(*clips[i]) for i in usable], self.language,
+                                     asr.DecodeOptions(beam_size=5, batch_size=batch_size, initial_prompt="",
+                                                       seed=0))
+        out = [{"heard": "", "wer": 1.0, "distillmos": float("nan"), "embedding": None} for _ in clips]
+        for i, result in zip(usable, heard):
+            audio, rate = clips[i]
+            out[i] = {"heard": result["text"], "wer": min(1.0, scoring.wer(texts[i], result["text"], self.language)),
+                      "distillmos": self.distill(audio, rate), "embedding": self.speakers.embed(audio, rate)}
+        return out
 
 
 def read_eval_sentences(dataset_dir: Path, max_utterances: int) -> list[tuple[str, str]]:
