@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             if out.exists():
                 shutil.rmtree(out)
             out.mkdir(parents=True)
-            synth, rtf = evaluate.synthesize_set(Path(args.voice), sentences, out, eval_opts)
+            from voicemill.tts.coqui import load_voice
+
+            voice = load_voice(Path(args.voice))
+            synth, rtf = evaluate.synthesize_set(Path(args.voice), sentences, out, eval_opts, voice)
             source = args.voice
         judges = evaluate.Judges.load(eval_opts.asr_model, eval_opts.num_threads, eval_opts.language)
         metrics, rows = evaluate.score_sets(sentences, synth, real, eval_opts, judges)
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             from voicemill import cloning
 
             metrics["cloning"], cloning_rows, cloning_clips = cloning.compare(
-                sentences, real, synth, rows, Path(args.voice), judges, Path(args.report), opts.num_threads)
+                sentences, real, synth, rows, Path(args.voice), judges, Path(args.report), opts.num_threads, voice)
             cloning_page = report.render_cloning(without_nan(metrics["cloning"]), cloning_rows, cloning_clips)
         metrics = without_nan(metrics)  # the report shows what the metrics file holds
         with atomic_path(Path(args.scores)) as tmp:

@@ -107,8 +107,8 @@ def _mean(values) -> float:
 
 
 def compare(sentences: list[tuple[str, str]], real: dict[str, Clip], synth: dict[str, Clip], scored: list[dict],
-            voice_dir: Path, judges: Judges, out_dir: Path | None = None,
-            num_threads: int = 2) -> tuple[dict, list[dict], dict]:
+            voice_dir: Path, judges: Judges, out_dir: Path | None = None, num_threads: int = 2,
+            voice=None) -> tuple[dict, list[dict], dict]:
     """Score the four renderings of each sentence (see the module docstring).
 
     ``scored``: :func:`voicemill.evaluate.score_sets`'s rows for ``synth`` against ``real``, whose scores of
@@ -116,6 +116,7 @@ def compare(sentences: list[tuple[str, str]], real: dict[str, Clip], synth: dict
     (summary, rows, clips): ``summary`` goes into ``metrics/eval.json`` as ``cloning``; ``rows`` has one dict
     per sentence with ``<side>_<score>`` keys; ``clips[side][clip_id]`` the audio. The base's and the
     reconstruction's WAVs are written to ``out_dir/base`` and ``out_dir/reconstruction`` when given.
+    ``voice``: the voice of ``voice_dir``, already loaded.
     """
     from tqdm import tqdm
 
@@ -124,7 +125,7 @@ def compare(sentences: list[tuple[str, str]], real: dict[str, Clip], synth: dict
 
     source = init_from(voice_dir)
     base = BaseVoice(source, judges.language, num_threads) if source else None
-    voice = load_voice(voice_dir)
+    voice = voice or load_voice(voice_dir)
     by_id = {r["clip_id"]: r for r in scored}
     embed = {cid: judges.speakers.embed(*real[cid]) for cid, _ in sentences}
     clips: dict[str, dict[str, Clip]] = {"recording": dict(real), "voice": dict(synth), "base": {},

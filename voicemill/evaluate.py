@@ -112,14 +112,15 @@ def load_set(folder: Path, ids: list[str]) -> dict[str, Clip]:
     return clips
 
 
-def synthesize_set(voice_dir: Path, sentences: list[tuple[str, str]], out_dir: Path, opts: EvalOptions):
-    """Synthesize every sentence with a trained voice (seeded); returns (clips, rtf)."""
+def synthesize_set(voice_dir: Path, sentences: list[tuple[str, str]], out_dir: Path, opts: EvalOptions,
+                   voice=None):
+    """Synthesize every sentence with a trained voice (seeded; ``voice``: already loaded); returns (clips, rtf)."""
     import torch
 
     from voicemill.tts.coqui import load_voice
 
     torch.set_num_threads(opts.num_threads)
-    voice = load_voice(voice_dir)
+    voice = voice or load_voice(voice_dir)
     rate = voice.sample_rate
     torch.manual_seed(opts.seed)
     clips, compute_s, audio_s = {}, 0.0, 0.0
