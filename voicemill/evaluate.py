@@ -8,7 +8,8 @@ trained voice; :func:`load_set` reads one from a folder of WAVs.
 
 Metrics (the keys of ``metrics/eval.json``):
 
-- ``intelligibility``: ASR round trip, both sides normalised with the
+- ``intelligibility``: ASR round trip (each side's clips transcribed packed,
+  eight to a 30 s window: :func:`hear`), both sides normalised with the
   dataset's text normaliser: corpus ``wer``/``cer``, ``wer_mean`` over
   utterances with ``wer_ci95``, ``share_over_50`` (utterances above 50% WER).
 - ``quality``: DNSMOS ``dnsmos_{ovrl,sig,bak,p808}`` and ``distillmos``.
@@ -68,20 +69,34 @@ class Judges:
         return cls(asr.load_model(asr_model, device="cpu", cpu_threads=num_threads), scoring.SpeakerEncoder(),
                    scoring.DistillMOS(), language)
 
-    def listen(self, clips: list[Clip], texts: list[str], batch_size: int = 8) -> list[dict]:
-        """What the ASR heard in each clip, its WER against the clip's text, Distill-MOS and the speaker
-        embedding (None where the clip is unusable). The clips are transcribed packed, ``batch_size`` to a
-        30 s window (``asr.transcribe_clips``): a new set of renderings, scored together."""
-        usable = [i for i, (audio, rate) in enumerate(clips) if audio.size > rate // 10 and np.isfinite(audio).all()]
-        heard = asr.transcribe_clips(self.recognizer, [scoring.to_16k(*clips[i]) for i in usable], self.language,
-                                     asr.DecodeOptions(beam_size=5, batch_size=batch_size, initial_prompt="",
-                                                       seed=0))
+    def listen(self, clips: list[Clip], texts: list[str]) -> list[dict]:
+        """What the ASR heard in each clip (:func:`hear`), its WER against the clip's text, Distill-MOS and the
+        speaker embedding (None where the clip is unusable)."""
         out = [{"heard": "", "wer": 1.0, "distillmos": float("nan"), "embedding": None} for _ in clips]
-        for i, result in zip(usable, heard):
-            audio, rate = clips[i]
-            out[i] = {"heard": result["text"], "wer": min(1.0, scoring.wer(texts[i], result["text"], self.language)),
-                      "distillmos": self.distill(audio, rate), "embedding": self.speakers.embed(audio, rate)}
+        for i, heard in enumerate(hear(self.recognizer, clips, self.language)):
+            if heard is not None:
+                audio, rate = clips[i]
+                out[i] = {"heard": heard, "wer": min(1.0, scoring.wer(texts[i], heard, self.language)),
+                          "distillmos": self.distill(audio, rate), "embedding": self.speakers.embed(audio, rate)}
         return out
+
+
+def usable(audio: np.ndarray, rate: int) -> bool:
+    """Long enough (0.1 s) and finite: a clip worth listening to."""
+    return audio.size > rate // 10 and bool(np.isfinite(audio).all())
+
+
+def hear(recognizer, clips: list[Clip], language: str, batch_size: int = 8) -> list[str | None]:
+    """What the ASR hears in each clip (None where it is not :func:`usable`). The clips are transcribed
+    packed, ``batch_size`` to a 30 s window (``asr.transcribe_clips``, its edges checked), not one window
+    each: Whisper pads every input to 30 s, so a few-second clip alone costs a whole window."""
+    keep = [i for i, clip in enumerate(clips) if usable(*clip)]
+    texts = asr.transcribe_clips(recognizer, [scoring.to_16k(*clips[i]) for i in keep], language,
+                                 asr.DecodeOptions(beam_size=5, batch_size=batch_size, initial_prompt="", seed=0))
+    out: list[str | None] = [None] * len(clips)
+    for i, result in zip(keep, texts):
+        out[i] = result["text"]
+    return out
 
 
 def read_eval_sentences(dataset_dir: Path, max_utterances: int) -> list[tuple[str, str]]:
@@ -147,19 +162,23 @@ def score_sets(sentences: list[tuple[str, str]], synth: dict[str, Clip], real: d
     real_emb = {cid: speakers.embed(*real[cid]) for cid, _ in sentences}
 
     per_utt, counts = [], {"": [], "_gt": []}
+    # each side packed on its own: the synthesized clips share windows with each other, the real ones likewise
+    heard = {tag: dict(zip([cid for cid, _ in sentences], hear(recognizer, [side[cid] for cid, _ in sentences],
+                                                                opts.language)))
+             for tag, side in (("", synth), ("_gt", real))}
     for clip_id, text in tqdm(sentences, desc="score", unit="utt", disable=None):
         row = {"clip_id": clip_id, "text": text}
         for tag, (audio, rate) in (("", synth[clip_id]), ("_gt", real[clip_id])):
-            usable = audio.size > rate // 10
-            hyp = asr.transcribe(recognizer, scoring.to_16k(audio, rate), opts.language)["text"] if usable else ""
+            hyp = heard[tag][clip_id] or ""
+            ok = heard[tag][clip_id] is not None
             c = scoring.error_counts(text, hyp, opts.language)
             counts[tag].append(c)
             row[f"asr_text{tag}"] = hyp
             row[f"wer{tag}"] = c["word_errors"] / max(1, c["words"])
             row[f"cer{tag}"] = c["char_errors"] / max(1, c["chars"])
-            for k, v in (scoring.dnsmos(audio, rate) if usable else {}).items():
+            for k, v in (scoring.dnsmos(audio, rate) if ok else {}).items():
                 row[f"{k}{tag}"] = v
-            row[f"distillmos{tag}"] = distill(audio, rate) if usable else float("nan")
+            row[f"distillmos{tag}"] = distill(audio, rate) if ok else float("nan")
         others = [e for c, e in real_emb.items() if c != clip_id] or list(real_emb.values())
         centroid = scoring.mean_embedding(others)
         audio, rate = synth[clip_id]
