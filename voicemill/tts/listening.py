@@ -56,9 +56,9 @@ class Listener:
 
     def __init__(self, dataset_dir: Path, front, language: str, sentences: int = 10, asr_model: str = "tiny.en",
                  num_threads: int = 2, seed: int = 1234):
-        from voicemill import asr, scoring
+        from voicemill import scoring
         from voicemill.audio import read_wav
-        from voicemill.evaluate import read_eval_sentences
+        from voicemill.evaluate import Judges, read_eval_sentences
 
         rows = read_eval_sentences(dataset_dir, sentences)
         if len(rows) < sentences:
@@ -67,9 +67,8 @@ class Listener:
                             len(rows))
         self.sentences = [Sentence(cid, text, front.text_to_ids_normalized(text)) for cid, text in rows]
         self.language, self.seed = language, seed
-        self.recognizer = asr.load_model(asr_model, device="cpu", cpu_threads=num_threads)
-        self.speakers = scoring.SpeakerEncoder()
-        self.distill = scoring.DistillMOS()
+        self.judges = Judges.load(asr_model, num_threads, language)
+        self.speakers, self.distill = self.judges.speakers, self.judges.distill
         self.real = [read_wav(Path(dataset_dir) / "wavs" / f"{s.clip_id}.wav") for s in self.sentences]
         self.real_embeddings = [self.speakers.embed(a, r) for a, r in self.real]
         self.centroid = scoring.mean_embedding(self.real_embeddings)
@@ -99,7 +98,7 @@ class Listener:
 
         Also returns ``embeddings``, the speaker embeddings of the renderings (those long enough to score), for
         comparing one model's voice with another's."""
-        from voicemill import asr, scoring
+        from voicemill import scoring
         from voicemill.audio import write_wav
         from voicemill.tts.coqui import DEFAULT_INFERENCE, synthesize_ids
 
@@ -108,26 +107,26 @@ class Listener:
         model.eval()
         rng = torch.get_rng_state()
         torch.manual_seed(self.seed)  # the same noise at every evaluation: differences are the model's
-        rows, embeddings = [], []
         try:
-            for s in self.sentences:
-                audio = synthesize_ids(model, s.ids, **DEFAULT_INFERENCE)
-                if out_dir is not None:
-                    write_wav(Path(out_dir) / f"{s.clip_id}.wav", audio, sample_rate)
-                usable = audio.size > sample_rate // 10 and np.isfinite(audio).all()
-                heard = asr.transcribe(self.recognizer, scoring.to_16k(audio, sample_rate),
-                                       self.language)["text"] if usable else ""
-                if usable:
-                    embeddings.append(self.speakers.embed(audio, sample_rate))
-                rows.append({"clip_id": s.clip_id, "heard": heard,
-                             "wer": min(1.0, scoring.wer(s.text, heard, self.language)),
-                             "distillmos": self.distill(audio, sample_rate) if usable else 1.0,
-                             "similarity": scoring.cosine(embeddings[-1], self.centroid) if usable else 0.0})
+            clips = [(synthesize_ids(model, s.ids, **DEFAULT_INFERENCE), sample_rate) for s in self.sentences]
         finally:
             torch.set_rng_state(rng)
             model.train(was_training)
-        if not rows:
+        if not clips:
             raise VoicemillError("no evaluation sentence: the dataset has no validation clips")
+        if out_dir is not None:
+            for s, (audio, _) in zip(self.sentences, clips):
+                write_wav(Path(out_dir) / f"{s.clip_id}.wav", audio, sample_rate)
+        # the renderings heard packed, eight to an ASR window (evaluate.hear), not one window each
+        heard = self.judges.listen(clips, [s.text for s in self.sentences])
+        rows, embeddings = [], []
+        for s, h in zip(self.sentences, heard):
+            usable = h["embedding"] is not None
+            if usable:
+                embeddings.append(h["embedding"])
+            rows.append({"clip_id": s.clip_id, "heard": h["heard"], "wer": h["wer"],
+                         "distillmos": h["distillmos"] if usable else 1.0,
+                         "similarity": scoring.cosine(h["embedding"], self.centroid) if usable else 0.0})
         scores = {k: float(np.mean([r[k] for r in rows])) for k in ("wer", "distillmos", "similarity")}
         scores["composite"] = composite(scores)
         scores["seconds"] = time.monotonic() - t0
