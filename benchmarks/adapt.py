@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = t_start + args.minutes * 60
     phases = plan(opts, start.kind, args.max_steps)
     loop = Loop(model, data, phases, opts.batch_size, opts.seed, grad_clip=opts.grad_clip, ema_decay=opts.ema_decay,
-                prior_mel_weight=opts.prior_mel_weight)
+                prior_mel_weight=opts.prior_mel_weight, stft_loss_weight=opts.stft_loss_weight)
     curve = [{"step": 0, "phase": "joe", "seconds": 0.0, **score(model, copy=False)}]
     report = {"args": vars(args), "options": dataclasses.asdict(opts), "train_clips": len(data),
               "train_minutes": seconds / 60, "phases": [f"{p.name} {p.steps}" for p in loop.phases],
@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         if log.step % 25 == 0:
             _LOGGER.info("step %d (%s): %.1f s/step, %s", log.step, log.phase, float(np.mean(step_seconds[-25:])),
                          ", ".join(f"{k[5:]} {v:.2f}" for k, v in log.losses.items()
-                                   if k in ("loss_mel", "loss_kl", "loss_gen", "loss_align", "loss_disc")))
+                                   if k in ("loss_mel", "loss_kl", "loss_gen", "loss_align", "loss_disc", "loss_stft",
+                                            "loss_prior_mel")))
         index, k = loop.locate(loop.step)
         phase_ended = k == 0 and index > 0 and loop.phases[index - 1].name in ("align", "warmup")
         # Align and warm-up leave the voice as it was: copy-synthesis scored once each, at their end.

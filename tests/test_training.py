@@ -44,6 +44,20 @@ def _tiny(**kw) -> TrainOptions:
     return TrainOptions(**{"preset": "tiny", "init_from": "", "batch_size": 2, "num_threads": 2, **QUIET, **kw})
 
 
+def _tiny_forward(dataset: Path):
+    """A tiny untrained model, a batch of two clips and the generator's forward pass on it (seeded)."""
+    from voicemill.tts import steps
+    from voicemill.tts.phonemes import dataset_ids
+    from voicemill.tts.training import Batches, collate, load_clips, resolve_start
+
+    torch.manual_seed(0)
+    start = resolve_start(_tiny())
+    model = start.model
+    data = load_clips(dataset, "metadata_train.csv", dataset_ids(dataset, start.front), 22050)
+    batch = model.format_batch_on_device(model.format_batch(collate(data, Batches(data, 2, 1).next())))
+    return model, batch, model.get_criterion()[1], steps.generate(model, batch)
+
+
 def _tsv_steps(live: Path, name: str) -> list[int]:
     rows = (live / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
     col = rows[0].split("\t").index("step")
@@ -275,16 +289,8 @@ def test_the_prior_path_mel_loss_trains_what_the_voice_speaks_through(dataset):
     loss. Its gradient reaches the text encoder, the flow and the decoder, and not the posterior encoder (the
     posterior's own mel loss reaches the posterior and the decoder, and never the flow or the text encoder)."""
     from voicemill.tts import steps
-    from voicemill.tts.phonemes import dataset_ids
-    from voicemill.tts.training import Batches, collate, load_clips, resolve_start
 
-    torch.manual_seed(0)
-    start = resolve_start(_tiny())
-    model = start.model
-    data = load_clips(dataset, "metadata_train.csv", dataset_ids(dataset, start.front), 22050)
-    batch = model.format_batch_on_device(model.format_batch(collate(data, Batches(data, 2, 1).next())))
-    criterion = model.get_criterion()[1]
-    out = steps.generate(model, batch)
+    model, batch, criterion, out = _tiny_forward(dataset)
     plain = steps.generator_losses(model, batch, criterion, out, adversarial=False)
     torch.manual_seed(1)
     both = steps.generator_losses(model, batch, criterion, out, adversarial=False, prior_weight=0.5)
@@ -299,3 +305,60 @@ def test_the_prior_path_mel_loss_trains_what_the_voice_speaks_through(dataset):
     plain["loss_mel"].backward()
     reached = {part_of(n) for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert {"posterior", "decoder"} <= reached and not {"flow", "text_encoder"} & reached
+
+
+def test_the_stft_loss_holds_the_decoder_to_linear_spectra(dataset):
+    """``stft_loss_weight``: a multi-resolution STFT loss on the decoder's output, added to the generator's loss
+    at that weight. It is 0 for the recording against itself and grows with the error (a sine against itself
+    with a quarter of its amplitude as noise costs more than with a hundredth); its gradient reaches the
+    decoder and the posterior (the segment's path), never the flow or the text encoder."""
+    from voicemill.tts import steps
+
+    t = torch.arange(8192) / 22050
+    tone = (0.3 * torch.sin(2 * torch.pi * 220 * t)).reshape(1, 1, -1)
+    noise = torch.randn(1, 1, 8192, generator=torch.Generator().manual_seed(0))
+    assert steps.stft_loss(tone, tone) < 1e-3
+    assert steps.stft_loss(tone + 0.0075 * noise, tone) < steps.stft_loss(tone + 0.075 * noise, tone)
+
+    model, batch, criterion, out = _tiny_forward(dataset)
+    plain = steps.generator_losses(model, batch, criterion, out, adversarial=False)
+    both = steps.generator_losses(model, batch, criterion, out, adversarial=False, stft_weight=2.0)
+    stft = both["loss_stft"]
+    assert "loss_stft" not in plain and torch.isfinite(stft) and stft > 0
+    assert torch.allclose(stft, 2.0 * steps.stft_loss(out["model_outputs"], out["waveform_seg"]), rtol=1e-5)
+    assert torch.allclose(both["loss"], plain["loss"] + stft, rtol=1e-5)
+    model.zero_grad()
+    stft.backward()
+    reached = {part_of(n) for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert {"posterior", "decoder"} <= reached and not {"flow", "text_encoder"} & reached
+
+
+def test_relative_rates_move_every_tensor_by_the_same_share_of_its_size(dataset):
+    """``lr_relative``: the adapting parts learn at a share of each tensor's RMS, so Adam's first step (which
+    moves a weight by about the rate whatever its gradient) changes every tensor by about that share, the
+    smallest as much as the largest; ``plan`` marks the adapt phase's generator parts relative."""
+    import dataclasses
+
+    from voicemill.tts.phonemes import dataset_ids
+    from voicemill.tts.training import RELATIVE_RMS_FLOOR, Loop, Phase, load_clips, plan, resolve_start
+
+    opts = dataclasses.replace(_tiny(), adapt_parts=("decoder", "flow"), lr_relative=0.01)
+    adapt = plan(opts, "piper", 100)[-1]
+    assert adapt.relative == {"decoder", "flow"} and adapt.lrs["decoder"] == 0.01 and "posterior" not in adapt.relative
+    assert not plan(_tiny(), "piper", 100)[-1].relative
+
+    torch.manual_seed(0)
+    start = resolve_start(_tiny())
+    model = start.model
+    data = load_clips(dataset, "metadata_train.csv", dataset_ids(dataset, start.front), 22050)
+    before = {k: v.detach().clone() for k, v in model.named_parameters() if part_of(k) == "decoder"}
+    loop = Loop(model, data, [Phase("adapt", 1, {"decoder": 0.01}, adversarial=False, relative=frozenset({"decoder"}))],
+                2, 1, lr_warmup_steps=0)
+    loop.run_step()
+    now = dict(model.named_parameters())
+    shares = {k: float((now[k].detach() - v).pow(2).mean().sqrt() / max(float(v.pow(2).mean().sqrt()),
+                                                                         RELATIVE_RMS_FLOOR))
+              for k, v in before.items() if v.numel() > 100}
+    sizes = {k: float(v.pow(2).mean().sqrt()) for k, v in before.items() if v.numel() > 100}
+    assert max(sizes.values()) > 3 * min(sizes.values())  # tensors of different sizes...
+    assert all(0.003 < s < 0.015 for s in shares.values()), shares  # ...each moved by about 1 % of its own

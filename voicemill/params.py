@@ -222,8 +222,14 @@ class TrainParams:
     prior_mel_weight: float = opt(0.0, "weight of a second mel loss on the voice as it speaks (text prior -> reverse "
                                   "flow -> decoder, laid on the recording by the training alignment) beside "
                                   "the posterior's; it trains what listening hears; 0 = off", ge=0, le=10)
+    stft_loss_weight: float = opt(0.0, "weight of a multi-resolution STFT loss (spectral convergence + log "
+                                  "magnitude at 3 window lengths) on the decoder's output in the adapt phase, "
+                                  "beside the mel loss; 0 = off", ge=0, le=100)
     lr_scales: float = opt(1e-3, "learning rate of the <part>_scales in adapt_parts (a few thousand gains and "
                            "biases: they take a larger rate than whole parts)", gt=0, le=1)
+    lr_relative: float = opt(0.0, "when > 0, every weight tensor of adapt_parts learns at this share of its own "
+                             "size (RMS) instead of lr_adapt / lr_scales: Adam moves each weight by about the rate, "
+                             "and imported tensors differ 25-fold in size; 0 = off", ge=0, le=0.1)
     adversarial_ramp_steps: int = opt(50, "after the warm-up, the adversarial loss ramps in over these steps",
                                       "steps", ge=0)
     grad_clip: float = opt(1000.0, "gradient norm limit per side (coqui's VITS recipe); 0 = off", ge=0)

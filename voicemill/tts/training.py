@@ -90,6 +90,8 @@ class Phase:
     """The generator's adversarial and feature-matching losses ramp from 0 to full weight over these steps."""
     adversarial: bool = True
     """False: no adversarial or feature-matching loss for the generator in this phase."""
+    relative: frozenset[str] = frozenset()
+    """Parts whose rate in ``lrs`` is a share of each weight tensor's size (:func:`_optimizers`), not a step."""
     kind: str = "vits"
     """``vits``: coqui's VITS losses on the training clips; ``align``: the posterior encoder regressed onto the
     latents the generator itself renders (``voicemill.tts.align``), no clip, no discriminator."""
@@ -200,8 +202,20 @@ def set_trainable(model, parts) -> int:
     return n
 
 
+#: The smallest tensor size (RMS) a relative rate is taken of: a tensor of zeros still learns.
+RELATIVE_RMS_FLOOR = 1e-3
+
+
 def _optimizers(model, phase: Phase):
-    """AdamW per side (coqui's VITS settings: betas 0.8/0.99, eps 1e-9, weight decay 0.01), one group per part."""
+    """AdamW per side (coqui's VITS settings: betas 0.8/0.99, eps 1e-9, weight decay 0.01), one group per part.
+
+    A part in ``phase.relative`` gets one group per weight tensor, at its rate
+    times the tensor's RMS when the phase starts: Adam moves every weight by
+    about the rate whatever its gradient's size, and an imported decoder's
+    tensors differ 25-fold in size (RMS 0.008 in the first upsampling layer,
+    0.05-0.2 in the residual blocks), so one absolute rate that leaves the
+    residual blocks unchanged turns the upsampling filters around.
+    """
     groups = {"gen": {}, "disc": {}}
     for name, p in model.named_parameters():
         part = chosen_by(name, phase.lrs)
@@ -211,9 +225,16 @@ def _optimizers(model, phase: Phase):
     out = {}
     for side, by_part in groups.items():
         if by_part:
-            out[side] = torch.optim.AdamW(
-                [{"params": ps, "lr": phase.lrs[part], "base_lr": phase.lrs[part]} for part, ps in by_part.items()],
-                betas=(0.8, 0.99), eps=1e-9, weight_decay=0.01)
+            param_groups = []
+            for part, ps in by_part.items():
+                lr = phase.lrs[part]
+                if part in phase.relative:
+                    for p in ps:
+                        rate = lr * max(float(p.detach().float().pow(2).mean().sqrt()), RELATIVE_RMS_FLOOR)
+                        param_groups.append({"params": [p], "lr": rate, "base_lr": rate})
+                else:
+                    param_groups.append({"params": ps, "lr": lr, "base_lr": lr})
+            out[side] = torch.optim.AdamW(param_groups, betas=(0.8, 0.99), eps=1e-9, weight_decay=0.01)
     return out
 
 
@@ -271,7 +292,8 @@ class Loop:
 
     def __init__(self, model, data: ClipData, phases: list[Phase], batch_size: int, seed: int, group=None,
                  grad_clip: float = 1000.0, grad_accumulation: int = 1, autocast_dtype=None,
-                 lr_warmup_steps: int = 20, ema_decay: float = 0.0, prior_mel_weight: float = 0.0):
+                 lr_warmup_steps: int = 20, ema_decay: float = 0.0, prior_mel_weight: float = 0.0,
+                 stft_loss_weight: float = 0.0):
         from voicemill.tts.distributed import Devices, Group
 
         self.model, self.data, self.seed = model, data, seed
@@ -279,7 +301,7 @@ class Loop:
         self.group = group or Group(0, Devices("cpu", (0,)))
         self.grad_clip, self.accumulation = grad_clip, max(1, grad_accumulation)
         self.autocast_dtype, self.lr_warmup_steps = autocast_dtype, lr_warmup_steps
-        self.ema_decay, self.prior_mel_weight = ema_decay, prior_mel_weight
+        self.ema_decay, self.prior_mel_weight, self.stft_loss_weight = ema_decay, prior_mel_weight, stft_loss_weight
         self.ema: dict[str, torch.Tensor] | None = None
         self._ema_steps = 0
         self.batches = Batches(data, batch_size, seed)
@@ -462,7 +484,8 @@ class Loop:
                 try:
                     with self._autocast():
                         loss_g = steps.generator_losses(model, batch, self.criterion_g, out, phase.adversarial,
-                                                        self.prior_mel_weight if phase.adapts else 0.0)
+                                                        self.prior_mel_weight if phase.adapts else 0.0,
+                                                        self.stft_loss_weight if phase.adapts else 0.0)
                     self._backward(loss_g["loss"])
                 finally:
                     for p in frozen:
@@ -524,8 +547,10 @@ class TrainOptions:
     lr_adapt: float
     adapt_parts: tuple[str, ...]
     lr_scales: float
+    lr_relative: float
     ema_decay: float
     prior_mel_weight: float
+    stft_loss_weight: float
     adversarial_ramp_steps: int
     grad_clip: float
     grad_accumulation: int
@@ -637,7 +662,8 @@ def plan(opts: TrainOptions, kind: str, total_steps: int) -> list[Phase]:
     2. ``warmup`` (``warmup_steps``): the duration predictor's posterior and
        the discriminator learn at ``lr`` against the frozen generator, with
        no adversarial loss for the generator.
-    3. ``adapt`` (the rest): ``adapt_parts`` learn at ``lr_adapt``, the
+    3. ``adapt`` (the rest): ``adapt_parts`` learn at ``lr_adapt`` (or each
+       weight tensor at ``lr_relative`` times its size), the
        posterior follows at ``lr_adapt`` (it now speaks the decoder's
        latent; at ``lr`` it would drift from it faster than the decoder
        follows), the duration posterior and discriminator go on at ``lr``,
@@ -646,7 +672,9 @@ def plan(opts: TrainOptions, kind: str, total_steps: int) -> list[Phase]:
 
     From a voice this pipeline trained (every part already trained): ``adapt`` only.
     """
-    gen_parts = {p: opts.lr_scales if p.endswith("_scales") else opts.lr_adapt for p in opts.adapt_parts}
+    gen_parts = {p: opts.lr_relative or (opts.lr_scales if p.endswith("_scales") else opts.lr_adapt)
+                 for p in opts.adapt_parts}
+    relative = frozenset(gen_parts) if opts.lr_relative else frozenset()
     helpers = {p: opts.lr for p in UNTRAINED_AFTER_IMPORT}
     if kind == "scratch":
         return [Phase("train", total_steps, {p: opts.lr for p in PARTS})]
@@ -657,8 +685,8 @@ def plan(opts: TrainOptions, kind: str, total_steps: int) -> list[Phase]:
         return [Phase("align", align, {"posterior": opts.align_lr}, adversarial=False, kind="align"),
                 Phase("warmup", warm, {"duration_post": opts.lr, "disc": opts.lr}, adversarial=False),
                 Phase("adapt", rest, {**helpers, "posterior": opts.lr_adapt, **gen_parts},
-                      opts.adversarial_ramp_steps)]
-    return [Phase("adapt", total_steps, {**helpers, **gen_parts}, opts.adversarial_ramp_steps)]
+                      opts.adversarial_ramp_steps, relative=relative)]
+    return [Phase("adapt", total_steps, {**helpers, **gen_parts}, opts.adversarial_ramp_steps, relative=relative)]
 
 
 @dataclass(frozen=True)
@@ -778,7 +806,7 @@ def _train(group, job: Job) -> None:
     loop = Loop(model, data, phases, opts.batch_size, opts.seed, group, grad_clip=opts.grad_clip,
                 grad_accumulation=opts.grad_accumulation,
                 autocast_dtype=check_precision(opts.precision, group.device), ema_decay=opts.ema_decay,
-                prior_mel_weight=opts.prior_mel_weight)
+                prior_mel_weight=opts.prior_mel_weight, stft_loss_weight=opts.stft_loss_weight)
 
     store = CheckpointStore(job.checkpoints_dir, opts.keep_checkpoints)
     identity = run_identity(dataclasses.asdict(opts), dataset_fingerprint(job.dataset_dir))
