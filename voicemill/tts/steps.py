@@ -25,6 +25,8 @@ step where both run the discriminator.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -99,12 +101,18 @@ def stft_loss(generated: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     magnitudes at three window lengths hold the decoder to both, from the
     first step, with nothing to learn first.
     """
+    mag, sc = _stft_criterion(generated.device)(generated.float().squeeze(1), real.float().squeeze(1))
+    return mag + sc
+
+
+@functools.cache
+def _stft_criterion(device: torch.device):
+    """coqui's ``MultiScaleSTFTLoss`` at :data:`STFT_RESOLUTIONS`, built once per device (its windows are
+    buffers), not at every step."""
     from TTS.vocoder.layers.losses import MultiScaleSTFTLoss
 
     n_ffts, hops, wins = zip(*STFT_RESOLUTIONS)
-    mag, sc = MultiScaleSTFTLoss(n_ffts, hops, wins).to(generated.device)(generated.float().squeeze(1),
-                                                                         real.float().squeeze(1))
-    return mag + sc
+    return MultiScaleSTFTLoss(n_ffts, hops, wins).to(device)
 
 
 def generator_losses(model, batch: dict, criterion, out: dict, adversarial: bool, prior_weight: float = 0.0,
