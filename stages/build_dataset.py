@@ -24,11 +24,14 @@ Writes: <out>/wavs/<clip_id>.wav    the kept clips
         <out>/README.md             the dataset card, with duration_hist.png and
                                     rate_hist.png beside it
         <metrics>                   hours, clips, joined, train, val, clips_in, dropped
-                                    (per reason, all reasons), duration_s_median,
-                                    chars_per_s_median, fingerprint (sha256 of ids,
-                                    split, texts and audio), and with ground truth
-                                    truth.clip_label_* (each kept clip's label against
-                                    the truth words inside it)
+                                    (per reason, all reasons), minutes (per speaker:
+                                    segmented_min, kept_min, lost_min per drop reason),
+                                    duration_s_median, chars_per_s_median, fingerprint
+                                    (sha256 of ids, split, texts and audio), and with
+                                    ground truth truth.clip_label_* (each kept clip's
+                                    label against the truth words inside it) and
+                                    truth.target_speech_kept_share (of the target
+                                    speaker's speech, the share in the dataset)
         <plots>                     CSV per clip for dvc plots: clip_id, source_id,
                                     duration_s, speech_s, chars_per_s, n_words, kept,
                                     drop_reason

@@ -139,6 +139,19 @@ def test_a_disagreement_the_arbitration_settled_is_kept(tmp_path, corpus, winner
     assert result.clips.set_index("clip_id")["kept"].all()
 
 
+def test_minutes_per_speaker_add_up_and_reach_the_card(tmp_path, corpus):
+    clips, transcripts, clips_dir = corpus
+    clips, transcripts = _spoil(clips, transcripts, TARGET, {"dnsmos_ovrl": 1.5}, None)
+    result = _build(tmp_path, clips, transcripts, clips_dir)
+    [(speaker, m)] = result.summary["minutes"].items()
+    target_min = float(clips.loc[clips["clip_id"] == TARGET, "duration_s"].iloc[0]) / 60
+    assert speaker == "" and m["lost_min"] == {"low_dnsmos": pytest.approx(target_min, abs=0.01)}
+    assert m["segmented_min"] == pytest.approx(m["kept_min"] + target_min, abs=0.02)
+    assert m["segmented_min"] == pytest.approx(clips["duration_s"].sum() / 60, abs=0.01)
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "## Minutes per speaker" in card and "low_dnsmos" in card
+
+
 def test_no_transcript_and_duplicate_text(tmp_path, corpus):
     clips, transcripts, clips_dir = corpus
     transcripts = transcripts[transcripts["clip_id"] != "src-a_0005"]

@@ -282,6 +282,10 @@ def test_truth_compare_counts_cuts_inside_words_and_impure_clips():
     # speech starts 1.0 and 2.2 are true starts (2.2 follows a 0.4 s pause); ends 1.4 (true 1.8) and 5.0
     assert r["boundary_error_median_ms"] == 0.0
     assert r["boundary_error_p95_ms"] == pytest.approx(340.0, abs=1)
+    assert r["target_speech_kept_share"] == 1.0  # a's 2 s lie in the two clips
+    # the dataset's share: only the second clip survived its filters, holding 1.5 of a's 2 s
+    kept = truth.target_speech_kept({"s": tr}, clips.iloc[[1]])
+    assert kept == {"target_speech_s": 2.0, "target_speech_kept_s": 1.5, "target_speech_kept_share": 0.75}
 
 
 def test_demo_synthesis_is_reproducible(piper_voice):

@@ -168,6 +168,22 @@ def render(clips: pd.DataFrame, summary: dict, statuses: dict[str, str], opts,
     lines += _table(["#", "reason", "what", "param", "dropped", "failing", "status"], rows)
     lines += [""]
 
+    lines += ["## Minutes per speaker", "",
+              "Minutes segmented, kept and lost per first drop reason, by the sources' `speaker` "
+              "(\"-\" where a source names none)."
+              + (" With ground truth, the share of the target speaker's speech that reached the dataset: "
+                 f"**{summary['truth']['target_speech_kept_share']:.2f}** "
+                 f"({summary['truth']['target_speech_kept_s'] / 60:.2f} of "
+                 f"{summary['truth']['target_speech_s'] / 60:.2f} min), with "
+                 f"{summary['truth'].get('clip_label_exact_share', float('nan')):.2f} of the kept clips' labels "
+                 "exactly what their audio says."
+                 if summary.get("truth", {}).get("target_speech_s") else ""), ""]
+    lines += _table(["speaker", "segmented (min)", "kept (min)", "lost (min) by reason"],
+                    [[name or "-", m["segmented_min"], m["kept_min"],
+                      ", ".join(f"{r} {v:.2f}" for r, v in m["lost_min"].items()) or "-"]
+                     for name, m in summary.get("minutes", {}).items()])
+    lines += [""]
+
     lines += ["## Duration and speaking rate", "",
               "Speaking rate is letters and digits of the normalised text per second of speech (the span "
               "segment measured, else the whole clip).", "",

@@ -129,7 +129,6 @@ def compare(clips: pd.DataFrame, truths: dict[str, dict], max_duration_s: float,
         if has_speaker:
             target = truth.get("target_speaker")
             kept = mine[kept_on_speaker(mine, min_similarity)]
-            src_total, src_kept = target_total, target_kept
             for a, b in zip(kept["start_s"], kept["end_s"]):
                 by_speaker: dict[str, float] = {}
                 for s in sentences:
@@ -138,12 +137,8 @@ def compare(clips: pd.DataFrame, truths: dict[str, dict], max_duration_s: float,
                 total = sum(by_speaker.values())
                 kept_n += 1
                 pure += total > 0 and by_speaker.get(target, 0.0) >= 0.99 * total
-            for s in sentences:
-                if s.get("speaker") == target:
-                    target_total += s["end_s"] - s["start_s"]
-                    target_kept += sum(_overlap(a, b, s["start_s"], s["end_s"])
-                                       for a, b in zip(kept["start_s"], kept["end_s"]))
-            src_total, src_kept = target_total - src_total, target_kept - src_kept
+            src_total, src_kept = _target_seconds(truth, list(zip(kept["start_s"], kept["end_s"])))
+            target_total, target_kept = target_total + src_total, target_kept + src_kept
             per_source[source_id]["target_speech_kept_share"] = (round(src_kept / src_total, 4) if src_total
                                                                  else float("nan"))
 
@@ -168,6 +163,31 @@ def compare(clips: pd.DataFrame, truths: dict[str, dict], max_duration_s: float,
         })
     report["per_source"] = per_source
     return report
+
+
+def _target_seconds(truth: dict, spans: list[tuple[float, float]]) -> tuple[float, float]:
+    """(the target speaker's sentence time in the source, the part of it inside ``spans``), in seconds."""
+    total = kept = 0.0
+    for s in truth["sentences"]:
+        if s.get("speaker") == truth.get("target_speaker"):
+            total += s["end_s"] - s["start_s"]
+            kept += sum(_overlap(a, b, s["start_s"], s["end_s"]) for a, b in spans)
+    return total, kept
+
+
+def target_speech_kept(truths: dict[str, dict], clips: pd.DataFrame) -> dict:
+    """``target_speech_kept_share`` of ``clips`` (the dataset's: what survived every filter): the share of the
+    target speaker's sentence time, over the sources with ground truth that name a target, inside them; NaN
+    when none does. A joined clip counts with its span."""
+    total = kept = 0.0
+    for source_id, truth in truths.items():
+        if not truth.get("target_speaker"):
+            continue
+        mine = clips[clips["source_id"] == source_id]
+        t, k = _target_seconds(truth, list(zip(mine["start_s"], mine["end_s"])))
+        total, kept = total + t, kept + k
+    return {"target_speech_s": round(total, 2), "target_speech_kept_s": round(kept, 2),
+            "target_speech_kept_share": round(kept / total, 4) if total else float("nan")}
 
 
 def truth_counts(truth: dict, clips: list[tuple[float, float, str]], language: str,
