@@ -43,6 +43,11 @@ Writes: <out>/manifest.parquet   one row per readable clip (the "transcripts" ma
             arbitration_margin   the winner's summed log-likelihood margin under the two
                                  models (nats; the absolute sum when balanced), NaN when
                                  not disputed
+            sentence_goes_on     "yes" when the clip's sentence goes on into the next clip
+                                 of its source, "no" when it ends there, as transcribe.model
+                                 heard the two decoded together with the pause between
+                                 them (transcribe.sentence_check_max_pause_s); "" when not
+                                 checked or undecided. build_dataset joins on it.
             model                transcribe.model ("" for dataset rows)
             chosen_model         the model whose result is in asr_text and the scores:
                                  transcribe.model, or transcribe.fallback_model when its
@@ -62,7 +67,7 @@ Writes: <out>/manifest.parquet   one row per readable clip (the "transcripts" ma
                                  flagged (per hallucination flag, language_mismatch),
                                  fallback (tried, chosen), verify (model, clips, agree,
                                  agree_share, arbitration: disputed, model, verify_model,
-                                 balanced), edge (checked, mended), subtitles.asr_wer
+                                 balanced), sentences (checked, goes_on, ends), edge (checked, mended), subtitles.asr_wer
                                  (ASR against the subtitles it replaced), and when ground
                                  truth exists truth.{wer, cer, word_errors, words,
                                  char_errors, chars, sources, sentences, sentences_covered}:
@@ -75,7 +80,7 @@ Params: common.language (the dataset's language), common.seed (sampling fallback
         transcribe.{model, device, compute_type, cpu_threads} (the model),
         transcribe.{beam_size, batch_size, initial_prompt} (decoding; batch_size packs clips),
         transcribe.{verify_model, arbitration_margin} (a second model's opinion on every
-        label, and how a disagreement is settled),
+        label, and how a disagreement is settled), transcribe.sentence_check_max_pause_s,
         transcribe.{language, language_mismatch_probability}, transcribe.{fallback_model,
         fallback_below}, transcribe.{use_subtitles, subtitle_tolerance_s,
         subtitle_min_coverage}, transcribe.{max_compression_ratio, max_repeats,

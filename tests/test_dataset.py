@@ -152,6 +152,47 @@ def test_minutes_per_speaker_add_up_and_reach_the_card(tmp_path, corpus):
     assert "## Minutes per speaker" in card and "low_dnsmos" in card
 
 
+def _one_sentence_in_two_clips(clips, transcripts):
+    """Clips 3 and 4 say one sentence that segment cut at a comma pause; both labels read as sentences (as
+    Whisper writes clips decoded apart), and transcribe heard the sentence go on across the pause."""
+    a, b = "src-a_0003", "src-a_0004"
+    end_a = float(clips.loc[clips["clip_id"] == a, "end_s"].iloc[0])
+    length_b = float(clips.loc[clips["clip_id"] == b, "duration_s"].iloc[0])
+    clips, transcripts = _spoil(clips, transcripts, b, {"start_s": end_a + 0.8, "end_s": end_a + 0.8 + length_b},
+                                {"text": "Please bring them along to the market.", "sentence_goes_on": "no"})
+    clips, transcripts = _spoil(clips, transcripts, a, None, {"text": "If you grow more beans than you can eat.",
+                                                              "sentence_goes_on": "yes"})
+    transcripts["sentence_goes_on"] = transcripts["sentence_goes_on"].fillna("")
+    return clips, transcripts, a, b
+
+
+def test_clips_heard_as_one_sentence_are_joined_whatever_their_labels_say(tmp_path, corpus):
+    clips, transcripts, clips_dir = corpus
+    clips, transcripts, a, b = _one_sentence_in_two_clips(clips, transcripts)
+    # 0.8 s apart: beyond join_max_pause_s 0.5, which only the label rule reads
+    result = _build(tmp_path, clips, transcripts, clips_dir, rate_iqr_k=0.0, join_max_pause_s=0.5)
+    assert result.summary["joined"] == 1
+    rows = {line.split("|")[0]: line.split("|") for line in (tmp_path / "ds" / "metadata.csv").read_text().splitlines()}
+    assert rows[f"{a}_0004"][1] == "If you grow more beans than you can eat, Please bring them along to the market."
+
+
+@pytest.mark.parametrize("gone", ["src-a_0003", "src-a_0004"])
+def test_the_rest_of_a_sentence_whose_other_part_was_dropped_is_dropped(tmp_path, corpus, gone):
+    clips, transcripts, clips_dir = corpus
+    clips, transcripts, a, b = _one_sentence_in_two_clips(clips, transcripts)
+    clips, transcripts = _spoil(clips, transcripts, gone, {"dnsmos_ovrl": 1.5}, None)
+    result = _build(tmp_path, clips, transcripts, clips_dir, rate_iqr_k=0.0)
+    verdict = result.clips.set_index("clip_id")
+    other = b if gone == a else a
+    assert verdict.loc[gone, "drop_reason"] == "low_dnsmos"
+    assert verdict.loc[other, "drop_reason"] == "partial_sentence" and not verdict.loc[other, "kept"]
+    assert result.summary["dropped"]["partial_sentence"] == 1 and result.summary["joined"] == 0
+    # A sentence too long to be one clip keeps its parts.
+    kept = _build(tmp_path, clips, transcripts, clips_dir, name="ds2", rate_iqr_k=0.0, max_duration_s=6.0)
+    assert kept.clips.set_index("clip_id").loc[other, "kept"] or kept.clips.set_index("clip_id").loc[
+        other, "drop_reason"] == "too_long"
+
+
 def test_no_transcript_and_duplicate_text(tmp_path, corpus):
     clips, transcripts, clips_dir = corpus
     transcripts = transcripts[transcripts["clip_id"] != "src-a_0005"]

@@ -333,3 +333,22 @@ def test_verify_settles_a_misheard_word_by_scoring_both_transcripts(clips_dir, b
     assert results[k]["text"] == results[k]["verify_text"] and results[k]["model"] == "base"
     assert results[k]["primary_text"] == misheard
     assert "banana" not in results[k]["text"].lower()
+
+
+def test_sentence_break_hears_a_sentence_go_on_across_a_comma_pause(piper_voice):
+    """Decoded apart, both halves of a sentence read as sentences; decoded together with the pause, Whisper
+    hears the sentence go on (and hears two sentences as two)."""
+    from voicemill.demo import synthesize
+
+    def speech(text):
+        audio, rate = synthesize(piper_voice, text)
+        return soxr.resample(audio, rate, asr.ASR_RATE).astype(np.float32)
+
+    model = asr.load_model("tiny.en", cpu_threads=2)
+    opts = asr.DecodeOptions(beam_size=5, batch_size=1, initial_prompt="", seed=0)
+    first, rest = speech("You ran the Valley Courier for thirty one years,"), speech("so you have seen the whole decline.")
+    assert asr.transcribe(model, first, "en")["text"].endswith(".")  # alone, it reads as a whole sentence
+    assert asr.sentence_break(model, first, rest, 0.3, "en", opts) == "no"
+    one, two = speech("The ticket costs eighteen dollars."), speech("Please water the plants while I am away.")
+    assert asr.sentence_break(model, one, two, 0.3, "en", opts) == "yes"
+    assert asr.sentence_break(model, one, np.zeros(8000, np.float32), 0.3, "en", opts) == ""  # nothing after

@@ -37,7 +37,7 @@ import numpy as np
 
 from voicemill.errors import VoicemillError
 from voicemill.fsutil import atomic_dir
-from voicemill.textnorm import base_language, spoken_chars
+from voicemill.textnorm import base_language, ends_sentence, spoken_chars
 from voicemill.params import defaults_from
 
 _LOGGER = logging.getLogger(__name__)
@@ -528,6 +528,16 @@ class Worker:
         audios = self._read(paths)
         return {i: score_texts(self.model, audios[i], texts[i], languages.get(i)) for i in audios}
 
+    def breaks(self, job: tuple[dict[int, tuple[str, str, float, str | None]], DecodeOptions]) -> dict[int, str]:
+        """``job``: (pair index -> (WAV path of the first clip, of the second, the pause between them in the
+        source, language), decoding options); each pair's :func:`sentence_break`."""
+        pairs, opts = job
+        out = {}
+        for k, (a, b, gap_s, language) in pairs.items():
+            first, second = self._read({0: a, 1: b}).values()
+            out[k] = sentence_break(self.model, first, second, gap_s, language, opts)
+        return out
+
     def detect(self, job: tuple[dict[int, str], int]) -> dict[int, tuple[str, float]]:
         """``job``: (clip index -> WAV path, batch size); each clip's (language, probability)."""
         paths, batch_size = job
@@ -595,6 +605,31 @@ def detect_languages(model, audios: list[np.ndarray], batch_size: int = 8) -> li
             token, probability = ranked[0]
             out.append((token[2:-2], float(probability)))
     return out
+
+
+def sentence_break(model, first: np.ndarray, second: np.ndarray, gap_s: float, language: str | None,
+                   opts: DecodeOptions) -> str:
+    """Whether a sentence ends where ``first`` ends and ``second`` begins (neighbouring clips of one source,
+    ``gap_s`` apart in it): "yes", "no", or "" when the ASR cannot tell (no word heard on one side, or the
+    pair is longer than one window).
+
+    Decoded apart, every clip reads as a sentence: Whisper closes each with a
+    full stop and opens each with a capital, so a comma pause that segment
+    cut at looks like a sentence end. Decoded together, with the pause as it
+    was in the source, Whisper punctuates the join as it hears it: the last
+    word heard in ``first`` ends with . ! ? (a sentence ends) or not (it goes
+    on into ``second``).
+    """
+    gap = np.zeros(max(0, int(round(gap_s * ASR_RATE))), dtype=np.float32)
+    audio = np.concatenate([first.astype(np.float32), gap, second.astype(np.float32)])
+    if len(audio) / ASR_RATE > PACK_WINDOW_S:
+        return ""
+    words, _info, _ = _decode(model, audio, language, opts)
+    border = (len(first) + len(gap) / 2) / ASR_RATE
+    before = [w for w in words if (w.start + w.end) / 2 < border]
+    if not before or len(before) == len(words):
+        return ""
+    return "yes" if ends_sentence(before[-1].word) else "no"
 
 
 #: Clips up to this long are scored whole (:func:`score_texts` reads one window); longer ones are not arbitrated.

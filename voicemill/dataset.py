@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import random
-import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ import pandas as pd
 from voicemill import manifest, truth
 from voicemill.errors import VoicemillError
 from voicemill.fsutil import atomic_path, sha256_file
-from voicemill.textnorm import for_scoring, normalize, spoken_chars
+from voicemill.textnorm import ends_sentence, for_scoring, normalize, spoken_chars
 from voicemill.params import defaults_from
 
 _LOGGER = logging.getLogger(__name__)
@@ -81,6 +80,7 @@ class DatasetOptions:
     min_speaker_similarity: float
     drop_language_mismatch: bool
     drop_unverified_labels: bool
+    drop_partial_sentences: bool
     drop_hallucinations: bool
     min_confidence: float
     rate_iqr_k: float
@@ -210,6 +210,34 @@ def _unverified_label(df, alive, opts):
                     opts.drop_unverified_labels, "transcripts")
 
 
+def _partial_sentence(df, alive, opts):
+    """Clips that hold part of a sentence whose other part was dropped: chains of neighbouring clips that
+    transcribe heard as one sentence (``sentence_goes_on``) and that would fit ``max_duration_s`` joined, with
+    a member dropped by an earlier filter. (A chain too long to join keeps its parts: the sentence could
+    never be one clip.)"""
+    if not opts.drop_partial_sentences:
+        return _none(df), "off (drop_partial_sentences = false)"
+    if "sentence_goes_on" not in df.columns:
+        return _none(df), _missing("sentence_goes_on", "transcripts")
+    fails = pd.Series(False, index=df.index)
+
+    def close(chain: list) -> None:
+        if len(chain) > 1 and not alive[chain].all():
+            if df.at[chain[-1], "end_s"] - df.at[chain[0], "start_s"] <= opts.max_duration_s:
+                fails[chain] = alive[chain]
+
+    chain: list = []
+    for i in df.sort_values(["source_id", "start_s"], kind="stable").index:
+        if chain and df.at[chain[-1], "source_id"] == df.at[i, "source_id"] and \
+                str(df.at[chain[-1], "sentence_goes_on"] or "") == "yes":
+            chain.append(i)
+            continue
+        close(chain)
+        chain = [i]
+    close(chain)
+    return fails, "active"
+
+
 def _hallucination(df, alive, opts):
     return _boolean(df, "hallucination", lambda c: c.fillna("").astype(str).str.strip() != "",
                     "drop_hallucinations", opts.drop_hallucinations, "transcripts")
@@ -298,6 +326,8 @@ FILTERS: tuple[Filter, ...] = (
            "characters per second outside the source's IQR fence (q1 - k*IQR, q3 + k*IQR)", _rate_outlier),
     Filter("duplicate_text", ("drop_duplicate_texts",), "the same text as a clip already kept",
            _duplicate_text),
+    Filter("partial_sentence", ("drop_partial_sentences",), "part of a sentence whose other part was dropped "
+           "(transcribe heard the sentence go on across the pause: sentence_goes_on)", _partial_sentence),
 )
 
 REASONS: tuple[str, ...] = tuple(f.reason for f in FILTERS)
@@ -373,12 +403,6 @@ def minutes_by_speaker(clips: pd.DataFrame) -> dict[str, dict]:
     return out
 
 
-#: A label that ends like this ends a sentence (closing quotes or brackets may follow).
-_SENTENCE_END = re.compile(r"[.!?\u2026][\"')\]\u201d]*$")
-
-
-def ends_sentence(text: str) -> bool:
-    return bool(_SENTENCE_END.search(text.strip()))
 
 
 def _continues(text: str) -> bool:
@@ -387,14 +411,25 @@ def _continues(text: str) -> bool:
     return first.islower()
 
 
+def _goes_on(prev, row, opts: DatasetOptions) -> bool:
+    """Whether the sentence of clip ``prev`` goes on into the next clip ``row``: as transcribe heard the two
+    together (``sentence_goes_on``), else from the labels, within ``join_max_pause_s``."""
+    heard = str(prev.get("sentence_goes_on", "") or "")
+    if heard in ("yes", "no"):
+        return heard == "yes"
+    return (row.start_s - prev["end_s"] <= opts.join_max_pause_s
+            and (not ends_sentence(prev["text"]) or _continues(row.text)))
+
+
 def join_sentences(kept: pd.DataFrame, opts: DatasetOptions) -> pd.DataFrame:
     """Neighbouring kept clips of one source that say one sentence together, joined into one clip.
 
     Segment cuts at pauses, and a long comma pause inside a sentence is a
-    pause; the labels tell: clip A's label does not end a sentence (no
-    final . ! ?), or clip B's starts in lower case (the ASR heard it go on).
-    Joined when the two lie less than ``join_max_pause_s`` apart in the
-    source and the whole fits ``max_duration_s``. A joined clip's id is the
+    pause. Where transcribe decoded the two clips together with the pause
+    (``sentence_goes_on``), that decides; else the labels tell: clip A's
+    label does not end a sentence (no final . ! ?), or clip B's starts in
+    lower case, and the two lie less than ``join_max_pause_s`` apart. Joined
+    when the whole fits ``max_duration_s``. A joined clip's id is the
     first's with the last one's number (``src_0009_0010``), ``joined`` lists
     the clips in it, and its audio is theirs with the gap between them as
     silence (see :func:`write_joined`). A mid-sentence full stop that the
@@ -409,9 +444,8 @@ def join_sentences(kept: pd.DataFrame, opts: DatasetOptions) -> pd.DataFrame:
         if groups:
             prev = kept.loc[groups[-1][-1]]
             first = kept.loc[groups[-1][0]]
-            if (prev["source_id"] == row.source_id and row.start_s - prev["end_s"] <= opts.join_max_pause_s
-                    and row.end_s - first["start_s"] <= opts.max_duration_s
-                    and (not ends_sentence(prev["text"]) or _continues(row.text))):
+            if (prev["source_id"] == row.source_id and row.end_s - first["start_s"] <= opts.max_duration_s
+                    and _goes_on(prev, row, opts)):
                 groups[-1].append(i)
                 continue
         groups.append([i])

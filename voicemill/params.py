@@ -139,6 +139,10 @@ class TranscribeParams:
                                     "transcripts on the clip's audio; the one both prefer by at least this much "
                                     "in all (summed log-likelihood margins) is kept, the others stay unverified; "
                                     "0 = off (every disagreement unverified)", "nats", ge=0)
+    sentence_check_max_pause_s: float = opt(1.5, "neighbouring clips of a source at most this far apart are "
+                                            "decoded again together, the pause kept, to hear whether a sentence "
+                                            "goes on across it (sentence_goes_on; build_dataset joins them); "
+                                            "0 = off", "s", ge=0, le=10)
     use_subtitles: bool = opt(True, "take a clip's text from the source's human subtitles where their cues "
                               "fit the clip")
     subtitle_tolerance_s: float = opt(0.5, "cue timing slack at clip edges", "s", ge=0, le=10)
@@ -170,6 +174,8 @@ class BuildDatasetParams:
     min_speaker_similarity: float = opt(0.75, "drop clips less similar to the target speaker (the same voice "
                                         "~0.85-0.95); 0 = off", ge=0, le=1)
     drop_language_mismatch: bool = opt(True, "drop clips whose ASR language is not common.language")
+    drop_partial_sentences: bool = opt(True, "drop a clip that holds part of a sentence whose other part was "
+                                       "dropped (transcribe.sentence_check_max_pause_s finds them)")
     drop_unverified_labels: bool = opt(True, "drop ASR clips on whose words transcribe.model and "
                                        "transcribe.verify_model disagree")
     drop_hallucinations: bool = opt(True, "drop clips whose transcript carries a hallucination flag")

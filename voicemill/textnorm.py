@@ -505,6 +505,15 @@ def _with_of(amount: str, noun: str, lang: Language) -> str:
     return f"{amount} {noun}"
 
 
+#: A text that ends like this ends a sentence (closing quotes or brackets may follow).
+_SENTENCE_END = re.compile(r"[.!?\u2026][\"')\]\u201d]*$")
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether ``text`` (a label, a word as the ASR wrote it) ends with a sentence's final punctuation."""
+    return bool(_SENTENCE_END.search(text.strip()))
+
+
 def _ends_sentence(m: re.Match, before_capital: bool = False) -> bool:
     """Whether the "." that ends a match ("etc.", "kr.") also ends the sentence.
 

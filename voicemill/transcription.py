@@ -9,7 +9,9 @@ model on every clip), the policy that combines them, and the metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import itertools
 import json
 import logging
 import math
@@ -118,6 +120,23 @@ class Asr:
                     _LOGGER.warning("%s: could not score clip %d: %s", desc, clips[k], error)
         return out
 
+    def breaks(self, pairs: list[tuple[int, int, float]], languages: list[str | None], decode: asr.DecodeOptions,
+               per_job: int = 8) -> list[str]:
+        """For each (clip, next clip, pause between them in the source) whether a sentence ends between them
+        (``asr.sentence_break``: "yes", "no", "" when the ASR cannot tell or the pass failed)."""
+        chunks = [range(b, min(len(pairs), b + per_job)) for b in range(0, len(pairs), per_job)]
+        jobs = [({k: (self.paths[pairs[k][0]], self.paths[pairs[k][1]], pairs[k][2], languages[pairs[k][0]])
+                  for k in c}, decode) for c in chunks]
+        out = [""] * len(pairs)
+        for chunk, (value, error) in zip(chunks, self._run(self.opts.model, "breaks", jobs,
+                                                           [len(c) for c in chunks], "sentences")):
+            for k in chunk:
+                if error is None:
+                    out[k] = value[k]
+                else:
+                    _LOGGER.warning("sentences: could not check the pause after clip %d: %s", pairs[k][0], error)
+        return out
+
     def languages(self, language: str) -> tuple[list[str | None], list[tuple[str, float]]]:
         """Per clip the language to decode in, and per clip (detected language, probability): 1.0 when not
         detected."""
@@ -170,7 +189,8 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
 
     decode = asr.DecodeOptions(beam_size=opts.beam_size, batch_size=opts.batch_size,
                                initial_prompt=opts.initial_prompt, seed=seed)
-    results, fallback, verify, timing = [], {}, {}, {"asr_s": 0.0, "audio_s": sum(durations)}
+    results, fallback, verify, sentences = [], {}, {}, {}
+    timing = {"asr_s": 0.0, "audio_s": sum(durations)}
     run = Asr(ex or executor.Local(), opts, ray_opts or params.RayParams(), language, paths, durations)
     if paths:
         started = time.perf_counter()
@@ -183,6 +203,8 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
                 result["model"] = opts.model
         fallback = _fallback(run, results, decode_languages, decode, opts)
         verify = _verify(run, results, decode_languages, decode, opts)
+        asr_clips = [clip for clip, _ in kept if not str(getattr(clip, "source_text", "") or "")]
+        sentences = _sentence_breaks(run, results, asr_clips, decode_languages, decode, opts)
         timing["asr_s"] = time.perf_counter() - started
         if len(run.errors) == len(paths):
             raise cli.StageError(f"ASR failed on every clip in {clips_dir}: {next(iter(run.errors.values()))}")
@@ -213,7 +235,7 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
                        no_speech_prob=float("nan"), compression_ratio=float("nan"), words="[]", packed_clips=0,
                        model="", chosen_model="", primary_text="", primary_avg_logprob=float("nan"),
                        fallback_text="", fallback_avg_logprob=float("nan"), edge_check="", verify_text="",
-                       label_agrees=None, arbitration="", arbitration_margin=float("nan"))
+                       label_agrees=None, arbitration="", arbitration_margin=float("nan"), sentence_goes_on="")
         else:
             r = next(asr_results)
             sub = subtitle_texts.get(clip.clip_id)
@@ -229,7 +251,8 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
                        edge_check=r.get("edge_check", ""), verify_text=r.get("verify_text", ""),
                        label_agrees=None if sub else r.get("label_agrees"),
                        arbitration="" if sub else r.get("arbitration", ""),
-                       arbitration_margin=float("nan") if sub else r.get("arbitration_margin", float("nan")))
+                       arbitration_margin=float("nan") if sub else r.get("arbitration_margin", float("nan")),
+                       sentence_goes_on=r.get("sentence_goes_on", ""))
         row["language_mismatch"] = row["text_source"] != "dataset" and asr.language_mismatch(
             row["language"], row["language_probability"], language, opts.language_mismatch_probability)
         row["hallucination"] = ",".join(asr.hallucination_flags(row["text"], float(clip.duration_s), silence,
@@ -245,10 +268,39 @@ def transcribe(clips_dir: Path, out_dir: Path, language: str, opts: params.Trans
     summary["failed"] = len(failed)
     summary["fallback"] = {"model": opts.fallback_model, **fallback} if opts.fallback_model else {}
     summary["verify"] = verify
+    summary["sentences"] = sentences
     summary["edge"] = {"checked": int((table["edge_check"] != "").sum()),
                        "mended": int((table["edge_check"] == "mended").sum())}
     summary["_timing"] = timing
     return summary
+
+
+def _sentence_breaks(run: Asr, results, clips: list, languages, decode: asr.DecodeOptions,
+                     opts: params.TranscribeParams) -> dict:
+    """Where neighbouring clips of a source lie at most transcribe.sentence_check_max_pause_s apart, decode
+    the two together with the pause between them and read whether a sentence ends there
+    (``asr.sentence_break``); each clip's ``sentence_goes_on`` says it ("" where not checked)."""
+    for r in results:
+        if r is not None:
+            r["sentence_goes_on"] = ""
+    if opts.sentence_check_max_pause_s <= 0:
+        return {}
+    pairs = []
+    for k, (a, b) in enumerate(itertools.pairwise(clips)):
+        pause = float(b.start_s) - float(a.end_s)
+        if (a.source_id == b.source_id and -0.05 <= pause <= opts.sentence_check_max_pause_s
+                and results[k] is not None and results[k + 1] is not None):
+            pairs.append((k, k + 1, max(0.0, pause)))
+    if not pairs:
+        return {"checked": 0}
+    verdicts = run.breaks(pairs, languages, dataclasses.replace(decode, batch_size=1))
+    for (k, _, _), ends in zip(pairs, verdicts):
+        results[k]["sentence_goes_on"] = {"yes": "no", "no": "yes"}.get(ends, "")
+    goes_on = sum(v == "no" for v in verdicts)
+    _LOGGER.info("sentences: %d pause(s) between neighbouring clips checked, a sentence goes on across %d, "
+                 "ends at %d, undecided %d", len(pairs), goes_on, sum(v == "yes" for v in verdicts),
+                 sum(v == "" for v in verdicts))
+    return {"checked": len(pairs), "goes_on": goes_on, "ends": sum(v == "yes" for v in verdicts)}
 
 
 def _score(result: dict) -> float:
