@@ -281,6 +281,13 @@ def test_score_texts_prefers_what_was_said_under_both_models(piper_voice, base_c
         # A wrong word and a text that stops short each cost several nats (measured 6-9 on both models).
         assert measure(f"{name}_margin_misheard", right - misheard) > 2.0
         assert measure(f"{name}_margin_cut", right - cut) > 2.0
+    # A long sentence (about 25 tokens: CTranslate2 cuts a forced prefix at half of max_length) is scored too.
+    said = "Every autumn the school holds a fair, and the children sell cakes, old toys, and plants they have grown."
+    audio, rate = synthesize(piper_voice, said)
+    model = asr.load_model("tiny.en", cpu_threads=2)
+    texts = [said, said.replace("cakes", "bikes")]
+    right, wrong = asr.score_texts(model, soxr.resample(audio, rate, asr.ASR_RATE), texts, "en")
+    assert np.isfinite(right) and right - wrong > 2.0
 
 
 def test_base_tokenizer_has_whisper_first_merge(base_cache):

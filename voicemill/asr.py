@@ -632,6 +632,8 @@ def sentence_break(model, first: np.ndarray, second: np.ndarray, gap_s: float, l
     return "yes" if ends_sentence(before[-1].word) else "no"
 
 
+#: Whisper's decoder context, in tokens (prompt and text).
+TEXT_CONTEXT = 448
 #: Clips up to this long are scored whole (:func:`score_texts` reads one window); longer ones are not arbitrated.
 SCORE_MAX_S = 30.0
 
@@ -639,7 +641,8 @@ SCORE_MAX_S = 30.0
 def score_texts(model, audio_16k: np.ndarray, texts: list[str], language: str | None) -> list[float]:
     """The log-likelihood (nats) of each text under ``model`` given the clip's audio (its first 30 s), teacher
     forced: the sum over the text's tokens of log p(token | audio, the tokens before it), plus log p(end of
-    text | audio, the whole text), so a text that stops short pays for it. Empty text: NaN.
+    text | audio, the whole text), so a text that stops short pays for it. NaN for an empty text, and for one
+    too long for the decoder's context.
 
     Two transcripts of one clip compare on it directly (the same audio, the
     same model): this is how the verify model's disagreements are settled
@@ -661,18 +664,16 @@ def score_texts(model, audio_16k: np.ndarray, texts: list[str], language: str | 
             out.append(float("nan"))
             continue
         # Greedy decoding with the text as its forced prefix returns the logits of every position: the prefix's
-        # (teacher forcing) and the one after it, where the end of text should come. A few positions of room
-        # let it end (the result must hold the whole prefix plus one step).
-        logits = None
-        for room in (2, 8, 32):
-            result = model.model.generate(encoded, [start + ids], beam_size=1, max_length=len(start) + len(ids) + room,
-                                          return_logits_vocab=True, suppress_blank=False, suppress_tokens=[])[0]
-            if result.sequences_ids[0][: len(ids)] == ids and len(result.logits[0]) > len(ids):
-                logits = np.asarray(result.logits[0], dtype=np.float64)[: len(ids) + 1]
-                break
-        if logits is None:
-            raise ModelError(f"could not score a text of {len(ids)} tokens under the ASR model (longer than its "
-                             f"context?)")
+        # (teacher forcing) and the one after it, where the end of text should come. CTranslate2 4.x cuts the
+        # result at about half of max_length (measured: 24 tokens need 48), hence the doubled length.
+        length = min(TEXT_CONTEXT, 2 * (len(start) + len(ids)) + 8)
+        result = model.model.generate(encoded, [start + ids], beam_size=1, max_length=length,
+                                      return_logits_vocab=True, suppress_blank=False, suppress_tokens=[])[0]
+        if result.sequences_ids[0][: len(ids)] != ids or len(result.logits[0]) <= len(ids):
+            out.append(float("nan"))  # longer than the decoder's context: not scored
+            _LOGGER.debug("could not score a text of %d tokens: %r", len(ids), text)
+            continue
+        logits = np.asarray(result.logits[0], dtype=np.float64)[: len(ids) + 1]
         top = logits.max(axis=1, keepdims=True)
         logp = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
         out.append(float(logp[np.arange(len(ids)), ids].sum() + logp[len(ids), tokenizer.eot]))
