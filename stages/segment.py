@@ -44,7 +44,8 @@ Writes: <out>/wavs/<clip_id>.wav        16-bit PCM mono at common.sample_rate_hz
                                         speaker_purity, target_speech_kept_share
                                         (see voicemill/truth.py)
 Params: common.sample_rate_hz, segment.* (see voicemill/segment.py), and
-        build_dataset.min_speaker_similarity (which clips the truth check counts as kept);
+        build_dataset.{min_speaker_similarity, max_clipped_share, max_peak_pileup} (which
+        clips the truth check counts as kept; the clipped counts);
         common.executor and ray.* say where the sources are cut (one task per source;
         the outputs are the same either way, see voicemill/executor.py)
 Usage:  python -m stages.segment [--raw data/raw] [--out data/clips] [--metrics metrics/segment.json]
@@ -52,96 +53,15 @@ Usage:  python -m stages.segment [--raw data/raw] [--out data/clips] [--metrics 
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from voicemill import cli, executor, manifest, params, truth
-from voicemill.fsutil import atomic_dir, write_json
-from voicemill.segment import ClipOptions, CutPolicy, reference_embedding, score_speakers, segment_job
+from voicemill import cli, executor, params
+from voicemill.fsutil import write_json
+from voicemill.segment import segment
 
 _LOGGER = logging.getLogger("stages.segment")
-
-
-def _copy_side_files(src, raw_dir: Path, out_dir: Path) -> None:
-    if getattr(src, "truth_path", ""):
-        (out_dir / truth.TRUTH_DIR).mkdir(exist_ok=True)
-        shutil.copy2(raw_dir / src.truth_path, out_dir / truth.TRUTH_DIR / f"{src.source_id}.json")
-    for name in json.loads(getattr(src, "subtitles", "") or "[]"):
-        (out_dir / "subtitles").mkdir(exist_ok=True)
-        shutil.copy2(raw_dir / name, out_dir / "subtitles" / name)
-
-
-def segment(raw_dir: Path, out_dir: Path, rate: int, opts: params.SegmentParams,
-            min_speaker_similarity: float | None = None, ex: executor.Executor | None = None,
-            segment_cpus: float = 1.0) -> dict:
-    sources = manifest.read(raw_dir / "manifest.parquet", "sources")
-    role = sources["role"] if "role" in sources else pd.Series("voice", index=sources.index)
-    voices, references = sources[role != "reference"], sources[role == "reference"]
-    if voices.empty:
-        raise cli.StageError(f"{raw_dir}: every source has role 'reference'; add sources to cut into clips")
-    policy = params.fill(CutPolicy, opts)
-    clip_opts = params.fill(ClipOptions, opts)
-    ex = ex or executor.Local(opts.workers)
-    with atomic_dir(out_dir) as tmp:
-        (tmp / "wavs").mkdir()
-        jobs = [(src.source_id, raw_dir / src.audio_path, tmp, rate, policy, clip_opts,
-                 str(getattr(src, "text", "") or "")) for src in voices.itertuples()]
-        results, failed = [], []
-        outcomes = ex.map(segment_job, jobs, desc="segment", unit="source", cpus=segment_cpus)
-        for job, (value, error) in zip(jobs, outcomes):
-            res, err = value if error is None else (None, f"{job[0]}: {error}")
-            (results.append(res) if res else failed.append(err))
-        for err in failed:
-            _LOGGER.warning("skipped %s", err)
-
-        reference = None
-        if clip_opts.speaker and not references.empty:
-            reference = reference_embedding([raw_dir / p for p in references["audio_path"]])
-        if clip_opts.speaker:
-            score_speakers(results, reference)
-
-        rows = [row for res in results for row in res.rows]
-        if not rows:
-            raise cli.StageError(f"no clip was cut from the {len(voices)} source(s) in {raw_dir} "
-                                 f"({len(failed)} unreadable); check the audio, or lower segment.vad_aggressiveness")
-        clips = pd.DataFrame(rows)
-        manifest.write(clips, tmp / "manifest.parquet", "clips")
-        by_id = {r.source_id: r for r in results}
-        summary_sources = []
-        for src in sources.itertuples():
-            _copy_side_files(src, raw_dir, tmp)
-            res = by_id.get(src.source_id)
-            summary_sources.append({
-                "source_id": src.source_id, "role": str(getattr(src, "role", "voice") or "voice"),
-                "start_s": None if pd.isna(getattr(src, "start_s", float("nan"))) else float(src.start_s),
-                "duration_s": round(res.duration_s, 3) if res else None,
-                "speech_share": round(res.speech_s / res.duration_s, 4) if res and res.duration_s else None,
-                "clips": len(res.rows) if res else 0, "dropped_short": res.dropped if res else 0,
-            })
-        write_json(tmp / "sources.json", summary_sources)
-        truths = truth.load_truths(tmp)
-
-    summary = {
-        "sources": len(results),
-        "reference_sources": len(references),
-        "failed": failed,
-        "clips": len(rows),
-        "hours": round(float(clips["duration_s"].sum()) / 3600, 4),
-        "dropped_short": sum(r.dropped for r in results),
-        "speaker_change_clips": int(clips["speaker_change"].sum()),
-        "clipped_clips": int((clips["clipped_share"] > 0.001).sum()),
-        "pileup_clips": int((clips["peak_pileup"] > 0.01).sum()),
-        "dnsmos_ovrl_mean": round(float(clips["dnsmos_ovrl"].mean()), 4) if clips["dnsmos_ovrl"].notna().any()
-        else None,
-    }
-    if truths:
-        summary["truth"] = truth.compare(clips, truths, policy.max_duration_s, min_speaker_similarity)
-    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         common, opts = sections["common"], sections["segment"]
         ex = executor.make(common, sections["ray"], opts.workers)
         try:
-            s = segment(Path(args.raw), Path(args.out), common.sample_rate_hz, opts,
-                        sections["build_dataset"].min_speaker_similarity, ex, sections["ray"].segment_cpus)
+            s = segment(Path(args.raw), Path(args.out), common.sample_rate_hz, opts, sections["build_dataset"], ex,
+                        sections["ray"].segment_cpus)
         finally:
             ex.close()
         write_json(Path(args.metrics), s)

@@ -309,7 +309,7 @@ def test_parallel_workers_give_the_serial_result(short_episode, call_in, tmp_pat
 
     import pandas as pd
 
-    from stages.segment import segment
+    from voicemill.segment import segment
     from voicemill import params
 
     wav, _ = short_episode
@@ -327,7 +327,8 @@ def test_parallel_workers_give_the_serial_result(short_episode, call_in, tmp_pat
     out = {}
     for workers in (1, 2):
         opts = params.SegmentParams(workers=workers)
-        summary = segment(raw, tmp_path / f"clips{workers}", RATE, opts, 0.75)
+        dataset = params.BuildDatasetParams(min_speaker_similarity=0.75)
+        summary = segment(raw, tmp_path / f"clips{workers}", RATE, opts, dataset)
         assert summary["sources"] == 2 and summary["reference_sources"] == 1
         out[workers] = pd.read_parquet(tmp_path / f"clips{workers}" / "manifest.parquet")
     pd.testing.assert_frame_equal(out[1], out[2])

@@ -51,9 +51,11 @@ embeddings to the clip's own embedding; low means two voices in one clip).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import queue
+import shutil
 import subprocess
 import threading
 import tempfile
@@ -63,6 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy.fft
 import soxr
 import webrtcvad
@@ -70,9 +73,10 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.ndimage import percentile_filter, uniform_filter1d
 from scipy.signal import sosfilt
 
-from voicemill import scoring
+from voicemill import executor, manifest, params, scoring, truth
 from voicemill.audio import AudioError, decode, frame_rms_db, peak_pileup, probe, require_ffmpeg, write_wav
-from voicemill.fsutil import naming
+from voicemill.errors import VoicemillError
+from voicemill.fsutil import atomic_dir, naming, write_json
 from voicemill.params import defaults_from
 
 _LOGGER = logging.getLogger(__name__)
@@ -878,3 +882,93 @@ def reference_embedding(paths: list[Path], max_s: float = 600.0) -> np.ndarray:
         audio = decode(path, VAD_RATE, max_s=max_s + 1.0)[: int(max_s * VAD_RATE)]
         embeddings.append(encoder.embed(audio, VAD_RATE))
     return scoring.mean_embedding(embeddings)
+
+
+# ------------------------------------------------------------------ the stage's work
+
+
+class SegmentError(VoicemillError):
+    """Nothing to cut, or nothing was cut: the stage fails with this message."""
+
+
+def _copy_side_files(src, raw_dir: Path, out_dir: Path) -> None:
+    if getattr(src, "truth_path", ""):
+        (out_dir / truth.TRUTH_DIR).mkdir(exist_ok=True)
+        shutil.copy2(raw_dir / src.truth_path, out_dir / truth.TRUTH_DIR / f"{src.source_id}.json")
+    for name in json.loads(getattr(src, "subtitles", "") or "[]"):
+        (out_dir / "subtitles").mkdir(exist_ok=True)
+        shutil.copy2(raw_dir / name, out_dir / "subtitles" / name)
+
+
+def segment(raw_dir: Path, out_dir: Path, rate: int, opts: params.SegmentParams,
+            dataset: params.BuildDatasetParams | None = None, ex: executor.Executor | None = None,
+            segment_cpus: float = 1.0) -> dict:
+    """Cut every voice source of download's output (``raw_dir``) into clips in ``out_dir`` (atomically), on
+    the executor, one source per job; score speakers against the reference sources; returns the metrics (see
+    ``stages/segment.py``). ``dataset``: the build_dataset params whose thresholds the metrics count against
+    (clipped and piled-up clips, and which clips the ground-truth check counts as kept); their defaults when
+    None."""
+    dataset = dataset or params.BuildDatasetParams()
+    sources = manifest.read(raw_dir / "manifest.parquet", "sources")
+    role = sources["role"] if "role" in sources else pd.Series("voice", index=sources.index)
+    voices, references = sources[role != "reference"], sources[role == "reference"]
+    if voices.empty:
+        raise SegmentError(f"{raw_dir}: every source has role 'reference'; add sources to cut into clips")
+    policy = params.fill(CutPolicy, opts)
+    clip_opts = params.fill(ClipOptions, opts)
+    ex = ex or executor.Local(opts.workers)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "wavs").mkdir()
+        jobs = [(src.source_id, raw_dir / src.audio_path, tmp, rate, policy, clip_opts,
+                 str(getattr(src, "text", "") or "")) for src in voices.itertuples()]
+        results, failed = [], []
+        outcomes = ex.map(segment_job, jobs, desc="segment", unit="source", cpus=segment_cpus)
+        for job, (value, error) in zip(jobs, outcomes):
+            res, err = value if error is None else (None, f"{job[0]}: {error}")
+            (results.append(res) if res else failed.append(err))
+        for err in failed:
+            _LOGGER.warning("skipped %s", err)
+
+        reference = None
+        if clip_opts.speaker and not references.empty:
+            reference = reference_embedding([raw_dir / p for p in references["audio_path"]])
+        if clip_opts.speaker:
+            score_speakers(results, reference)
+
+        rows = [row for res in results for row in res.rows]
+        if not rows:
+            raise SegmentError(f"no clip was cut from the {len(voices)} source(s) in {raw_dir} "
+                                 f"({len(failed)} unreadable); check the audio, or lower segment.vad_aggressiveness")
+        clips = pd.DataFrame(rows)
+        manifest.write(clips, tmp / "manifest.parquet", "clips")
+        by_id = {r.source_id: r for r in results}
+        summary_sources = []
+        for src in sources.itertuples():
+            _copy_side_files(src, raw_dir, tmp)
+            res = by_id.get(src.source_id)
+            summary_sources.append({
+                "source_id": src.source_id, "role": str(getattr(src, "role", "voice") or "voice"),
+                "start_s": None if pd.isna(getattr(src, "start_s", float("nan"))) else float(src.start_s),
+                "duration_s": round(res.duration_s, 3) if res else None,
+                "speech_share": round(res.speech_s / res.duration_s, 4) if res and res.duration_s else None,
+                "clips": len(res.rows) if res else 0, "dropped_short": res.dropped if res else 0,
+            })
+        write_json(tmp / "sources.json", summary_sources)
+        truths = truth.load_truths(tmp)
+
+    summary = {
+        "sources": len(results),
+        "reference_sources": len(references),
+        "failed": failed,
+        "clips": len(rows),
+        "hours": round(float(clips["duration_s"].sum()) / 3600, 4),
+        "dropped_short": sum(r.dropped for r in results),
+        "speaker_change_clips": int(clips["speaker_change"].sum()),
+        "clipped_clips": int((clips["clipped_share"] > dataset.max_clipped_share).sum()),
+        "pileup_clips": int((clips["peak_pileup"] > dataset.max_peak_pileup).sum()),
+        "dnsmos_ovrl_mean": round(float(clips["dnsmos_ovrl"].mean()), 4) if clips["dnsmos_ovrl"].notna().any()
+        else None,
+    }
+    if truths:
+        summary["truth"] = truth.compare(clips, truths, policy.max_duration_s, dataset.min_speaker_similarity)
+    return summary
