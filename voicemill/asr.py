@@ -627,7 +627,9 @@ def sentence_break(model, first: np.ndarray, second: np.ndarray, gap_s: float, l
     words, _info, _ = _decode(model, audio, language, opts)
     border = (len(first) + len(gap) / 2) / ASR_RATE
     before = [w for w in words if (w.start + w.end) / 2 < border]
-    if not before or len(before) == len(words):
+    # A decode that does not end in a full stop wrote no punctuation, or stopped short (tiny.en does both now
+    # and then): its silence at the join says nothing.
+    if not before or len(before) == len(words) or not ends_sentence(words[-1].word):
         return ""
     return "yes" if ends_sentence(before[-1].word) else "no"
 

@@ -135,10 +135,11 @@ class TranscribeParams:
     verify_model: str = opt("base", "a second ASR model that must hear the same words as model in every clip "
                             "(spelling, numbers and spaces normalised); label_agrees records it and "
                             "build_dataset.drop_unverified_labels drops the others; empty = off")
-    arbitration_margin: float = opt(1.0, "where model and verify_model heard different words, each scores both "
+    arbitration_margin: float = opt(0.0, "where model and verify_model heard different words, each scores both "
                                     "transcripts on the clip's audio; the one both prefer by at least this much "
                                     "in all (summed log-likelihood margins) is kept, the others stay unverified; "
-                                    "0 = off (every disagreement unverified)", "nats", ge=0)
+                                    "0 = off (every disagreement unverified: on the demo tiny.en and base picked "
+                                    "the wrong transcript for 8 of the 9 clips they settled)", "nats", ge=0)
     sentence_check_max_pause_s: float = opt(1.5, "neighbouring clips of a source at most this far apart are "
                                             "decoded again together, the pause kept, to hear whether a sentence "
                                             "goes on across it (sentence_goes_on; build_dataset joins them); "
@@ -325,7 +326,8 @@ SECTIONS: dict[str, type] = {
 
 #: Params a stage reads besides common and its own section.
 ALSO_READS: dict[str, tuple[str, ...]] = {
-    "segment": ("build_dataset.min_speaker_similarity", "ray.address", "ray.max_retries", "ray.segment_cpus"),
+    "segment": ("build_dataset.min_speaker_similarity", "build_dataset.max_clipped_share",
+                "build_dataset.max_peak_pileup", "ray.address", "ray.max_retries", "ray.segment_cpus"),
     "transcribe": ("ray.address", "ray.max_retries", "ray.transcribe_workers", "ray.transcribe_cpus",
                    "ray.transcribe_gpus"),
     "train": ("evaluate.asr_model",),
