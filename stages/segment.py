@@ -14,9 +14,11 @@ Writes: <out>/wavs/<clip_id>.wav        16-bit PCM mono at common.sample_rate_hz
             loudness_lufs, peak          integrated loudness and sample peak, before
                                          normalisation
             clipped_share                share of samples at full scale (>= 0.999)
-            peak_pileup                  share of half-cycle peaks within 10% of the
-                                         clip's top: clipping at any level, after any
-                                         codec (clean speech <= 0.005; NaN when short)
+            peak_pileup                  how much the half-cycle peaks pile up at one
+                                         level, both polarities together: clipping at
+                                         any level, after any codec (clean speech of
+                                         seven voices <= 1.6, clipped >= 2.8; NaN when
+                                         short; voicemill.audio.peak_pileup)
             silence_share                share of non-speech VAD frames in the clip
             snr_db                       SNR estimate from frame levels (capped at 60)
             bandwidth_hz                 highest frequency within 50 dB of the peak

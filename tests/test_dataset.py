@@ -48,7 +48,7 @@ def _clip_rows(n: int, source: str = "src-a") -> tuple[pd.DataFrame, pd.DataFram
         clips.append({
             "clip_id": clip_id, "source_id": source, "path": f"wavs/{clip_id}.wav", "start_s": 10.0 * i,
             "end_s": 10.0 * i + duration, "duration_s": duration, "sample_rate": RATE, "loudness_lufs": -23.0,
-            "peak": 0.5, "clipped_share": 0.0, "peak_pileup": 0.003, "source_text": "", "speech_start_s": PAD_S,
+            "peak": 0.5, "clipped_share": 0.0, "peak_pileup": 0.6, "source_text": "", "speech_start_s": PAD_S,
             "speech_end_s": duration - PAD_S, "silence_share": 0.1, "snr_db": 35.0, "bandwidth_hz": 8000.0,
             "dnsmos_sig": 3.5, "dnsmos_bak": 4.0, "dnsmos_ovrl": 3.3, "speaker_similarity": 0.9, "speaker_consistency": 0.95,
             "speaker_change": False, "speaker_reference": "cluster",
@@ -98,7 +98,7 @@ CASES = {
     "too_few_words": (None, {"text": "  "}),
     "too_many_words": (None, {"text": " ".join(["word"] * 85)}),
     "clipped": ({"clipped_share": 0.02}, None),
-    "peak_pileup": ({"peak_pileup": 0.04}, None),
+    "peak_pileup": ({"peak_pileup": 4.0}, None),
     "low_dnsmos": ({"dnsmos_ovrl": 1.8}, None),
     "speaker_change": ({"speaker_change": True}, None),
     "other_speaker": ({"speaker_similarity": 0.5}, None),
