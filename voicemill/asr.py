@@ -355,8 +355,12 @@ def _decode_windows(model, audios: list[np.ndarray], windows: list[list[int]], l
     from faster_whisper import BatchedInferencePipeline
 
     laid = [_lay_out(audios, w) for w in windows]
-    starts = np.cumsum([0] + [len(a) for a, _ in laid])[:-1] / ASR_RATE
-    stamps = [{"start": float(t), "end": float(t + len(a) / ASR_RATE)} for t, (a, _) in zip(starts, laid)]
+    edges = np.cumsum([0] + [len(a) for a, _ in laid])
+    starts = edges[:-1] / ASR_RATE
+    # faster-whisper turns the times back into samples with int(): a quarter sample past each edge lands on
+    # it exactly, where the edge itself could land one short and make two windows overlap by a sample (then
+    # its "audio removed" duration is negative and it fails an assertion).
+    stamps = [{"start": (a + 0.25) / ASR_RATE, "end": (b + 0.25) / ASR_RATE} for a, b in itertools.pairwise(edges)]
     segments, _ = BatchedInferencePipeline(model).transcribe(
         np.concatenate([a for a, _ in laid]), language=language, beam_size=opts.beam_size,
         initial_prompt=opts.initial_prompt or None, word_timestamps=True, clip_timestamps=stamps,
