@@ -123,12 +123,6 @@ PILEUP_SEARCH_FLOOR = 0.3
 PILEUP_SEARCH_STEP = 0.005
 
 
-def half_cycle_peaks(samples: np.ndarray, min_length: int = 3) -> np.ndarray:
-    """The largest magnitude of every half-cycle (run between zero crossings) of at least ``min_length`` samples."""
-    peaks, _ = _half_cycles(np.asarray(samples, dtype=np.float32), min_length)
-    return peaks
-
-
 def _half_cycles(x: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray]:
     """(peak magnitude, negative) of every half-cycle of ``x`` of at least ``min_length`` samples."""
     if x.size == 0:
